@@ -1,1 +1,6 @@
-"""environments"""
+"""Problems. Each module registers its config class in ``ENVIRONMENTS``."""
+
+from .base import ENVIRONMENTS, Environment, EnvironmentConfig, Evidence
+from . import estimators  # noqa: F401  (registers "estimators")
+
+__all__ = ["ENVIRONMENTS", "Environment", "EnvironmentConfig", "Evidence"]

@@ -29,7 +29,7 @@ class Registry(Generic[T]):
         kind = cls.model_fields["kind"].default
         if not isinstance(kind, str):
             raise TypeError(f"{cls.__name__} needs a default string for its 'kind' field")
-        if kind in self._entries and self._entries[kind] is not cls:
+        if kind in self._entries and self._entries[kind].__qualname__ != cls.__qualname__:
             raise ValueError(f"{self.what} kind {kind!r} is registered twice")
         self._entries[kind] = cls
         return cls

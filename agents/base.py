@@ -1,0 +1,34 @@
+"""The researcher protocol and registry.
+
+A researcher is a generative agent over methods: it proposes, and it learns from a pool
+of accepted methods. Its state is small and serializable; big artifacts (adapters,
+archives) go to the run directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ouro.registry import ComponentConfig, Registry
+
+RESEARCHERS: Registry = Registry("researcher")
+
+
+@runtime_checkable
+class Researcher(Protocol):
+    def propose(self, n: int, rng: np.random.Generator, feedback: Any = None) -> list: ...
+
+    def learn(self, pool: list) -> None: ...
+
+    def state(self) -> dict: ...
+
+    def load_state(self, state: dict) -> None: ...
+
+
+class ResearcherConfig(ComponentConfig):
+    kind: str
+
+    def build(self, env: Any) -> Researcher:
+        raise NotImplementedError(f"{type(self).__name__} must implement build()")

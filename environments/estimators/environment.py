@@ -1,0 +1,141 @@
+"""The estimators environment, problem ``location``: estimate the centre of a symmetric law."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
+
+from .dgp import DGP, Contaminated, simulate_samples
+from .methods import FAMILIES, FAMILY_NAMES, _Method, evaluate, method_key, param_of, parse_method
+from .oracle import Oracle
+
+# The human knowledge the loop starts from: what statistics textbooks reach for. The
+# sample mean is by far the most common choice, then the median; robust estimators
+# appear with their textbook tuning constants.
+SEED_CORPUS: tuple[dict, ...] = (
+    {"family": "mean"}, {"family": "mean"}, {"family": "mean"},
+    {"family": "mean"}, {"family": "mean"}, {"family": "mean"},
+    {"family": "median"}, {"family": "median"}, {"family": "median"},
+    {"family": "trimmed_mean", "alpha": 0.1}, {"family": "trimmed_mean", "alpha": 0.2},
+    {"family": "trimmed_mean", "alpha": 0.25},
+    {"family": "winsorized_mean", "alpha": 0.1}, {"family": "winsorized_mean", "alpha": 0.2},
+    {"family": "huber", "c": 1.345}, {"family": "huber", "c": 1.5}, {"family": "huber", "c": 2.0},
+    {"family": "biweight", "c": 4.685}, {"family": "biweight", "c": 6.0},
+    {"family": "hodges_lehmann"},
+)  # fmt: skip
+
+
+@ENVIRONMENTS.register
+class EstimatorsConfig(EnvironmentConfig):
+    kind: Literal["estimators"] = "estimators"
+    problem: Literal["location"] = "location"
+    n: int = Field(50, ge=5, le=5000, description="sample size of each data set")
+    dgp: list[DGP] = Field(
+        default_factory=lambda: [Contaminated()],
+        min_length=1,
+        description="one process or a set; quality averages log-efficiency across the set",
+    )
+    location_spread: float = Field(100.0, gt=0, description="true centres are drawn from U(-spread, spread)")
+
+    @field_validator("dgp", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    def build(self) -> "EstimatorsEnvironment":
+        return EstimatorsEnvironment(self)
+
+
+class EstimatorsEnvironment:
+    name = "estimators"
+    quality_metric: ClassVar[str] = "quality_mean"
+    diversity_metric: ClassVar[str] = "entropy"
+    baseline_quality: ClassVar[float] = 1.0
+
+    def __init__(self, config: EstimatorsConfig) -> None:
+        self.config = config
+        self.n = config.n
+        self.dgps = list(config.dgp)
+        self._oracle = Oracle(self.dgps, self.n)
+
+    # ------------------------------------------------------------- describing
+    def describe(self) -> str:
+        laws = ", ".join(d.label() for d in self.dgps)
+        fams = "; ".join(
+            f.name if f.param is None else f"{f.name}({f.param} in [{f.low:g}, {f.high:g}])" for f in FAMILIES.values()
+        )
+        return (
+            f"Location problem: from n={self.n} independent observations of a distribution symmetric about an "
+            f"unknown centre theta, estimate theta. Noise law(s): {laws}. Quality is the efficiency relative to "
+            f"the sample mean, MSE(mean)/MSE(method) (geometric mean over the laws); higher is better, 1 equals "
+            f"the mean. Methods: {fams}."
+        )
+
+    def parse_method(self, obj: Any) -> _Method:
+        return parse_method(obj)
+
+    def method_key(self, method: _Method) -> str:
+        return method_key(method)
+
+    def real_data(self, rng: np.random.Generator) -> list[_Method]:
+        return [parse_method(m) for m in SEED_CORPUS]
+
+    def baseline(self) -> _Method:
+        return parse_method({"family": "mean"})
+
+    # ------------------------------------------------------------- judging
+    def simulate(self, methods: list[_Method], replications: int, rng: np.random.Generator) -> Evidence:
+        """Squared errors of every method and of the sample mean on the same data sets."""
+        losses = np.empty((len(methods), len(self.dgps), replications))
+        baseline = np.empty((len(self.dgps), replications))
+        for d, dgp in enumerate(self.dgps):
+            centres, x = simulate_samples(dgp, rng, replications, self.n, self.config.location_spread)
+            baseline[d] = (x.mean(axis=1) - centres) ** 2
+            if methods:
+                losses[:, d] = (evaluate(methods, x) - centres[None]) ** 2
+        return Evidence(losses=losses, baseline=baseline, errors=[None] * len(methods))
+
+    def warm_up(self) -> None:
+        """Fill the oracle's cache once, before worker processes start reading it."""
+        self._oracle.warm_up()
+
+    def oracle(self, methods: list[_Method]) -> np.ndarray:
+        return self._oracle.quality(methods)
+
+    def is_good(self, quality: np.ndarray) -> np.ndarray:
+        """Good means better than the textbook baseline, the sample mean."""
+        return np.asarray(quality) > self.baseline_quality
+
+    # ------------------------------------------------------------- diversity
+    def diversity(self, methods: list[_Method]) -> dict[str, float]:
+        """Entropy over families (nats), distinct fraction, and spread of hyper-parameters.
+
+        ``param_spread`` is the mean, over parametric families present, of the standard
+        deviation of the hyper-parameter normalized to its range (log range for tuning
+        constants): it falls to 0 when every member of a family uses the same value.
+        """
+        if not methods:
+            return {"entropy": 0.0, "distinct": 0.0, "param_spread": 0.0, "families": 0.0}
+        counts = np.array([sum(m.family == f for m in methods) for f in FAMILY_NAMES], dtype=float)
+        p = counts[counts > 0] / counts.sum()
+        spreads = []
+        for fam in FAMILIES.values():
+            if fam.param is None:
+                continue
+            vals = [param_of(m) for m in methods if m.family == fam.name]
+            if len(vals) >= 2:
+                v = np.array(vals)
+                u = (np.log(v) - np.log(fam.low)) / (np.log(fam.high) - np.log(fam.low)) if fam.log_scale else (
+                    (v - fam.low) / (fam.high - fam.low)
+                )
+                spreads.append(float(np.std(u)))
+        return {
+            "entropy": float(-(p * np.log(p)).sum()) + 0.0,
+            "distinct": len({method_key(m) for m in methods}) / len(methods),
+            "param_spread": float(np.mean(spreads)) if spreads else 0.0,
+            "families": float((counts > 0).sum()),
+        }

@@ -1,0 +1,105 @@
+"""From metrics.csv to summary.json: per arm, what happened, with confidence intervals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ouro.cohort import COST_METRICS
+from ouro.stats import mean_ci, wilson_ci
+from ouro.store import atomic_write_text
+from ouro.verdict import arm_verdict
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, dict[int, dict[int, float]]]]:
+    """metrics[arm][metric][seed][generation] = value."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out[row["arm"]][row["metric"]][int(row["seed"])][int(row["generation"])] = float(row["value"])
+    return out
+
+
+def _clean(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _start_end(series: dict[int, dict[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    seeds = sorted(series)
+    start = np.array([series[s][min(series[s])] for s in seeds])
+    end = np.array([series[s][max(series[s])] for s in seeds])
+    return start, end
+
+
+def _block(series) -> dict:
+    start, end = _start_end(series)
+    m0, lo0, hi0 = mean_ci(start)
+    m1, lo1, hi1 = mean_ci(end)
+    d, dlo, dhi = mean_ci(end - start)
+    return {
+        "start": _clean(m0),
+        "start_ci": [_clean(lo0), _clean(hi0)],
+        "end": _clean(m1),
+        "end_ci": [_clean(lo1), _clean(hi1)],
+        "delta": _clean(d),
+        "delta_ci": [_clean(dlo), _clean(dhi)],
+    }
+
+
+def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, quality_direction: int = 1) -> dict:
+    """``quality_direction`` is -1 when the quality metric is an error (lower is better)."""
+    quality = _block(metrics[quality_metric])
+    diversity = {diversity_metric: _block(metrics[diversity_metric])}
+    for extra in ("distinct", "param_spread"):
+        if extra in metrics:
+            diversity[extra] = _block(metrics[extra])
+    d = quality["delta_ci"]
+    lo, hi = (math.nan if x is None else quality_direction * x for x in d)
+    verdict = arm_verdict(
+        (min(lo, hi), max(lo, hi)) if not (math.isnan(lo) or math.isnan(hi)) else (math.nan, math.nan),
+        diversity[diversity_metric]["start"] or 0.0,
+        diversity[diversity_metric]["end"] or 0.0,
+    )
+
+    def total(name: str) -> float:
+        return float(sum(v for per_seed in metrics.get(name, {}).values() for v in per_seed.values()))
+
+    tp, fp, fn = total("tp"), total("fp"), total("fn")
+    precision, plo, phi = wilson_ci(int(tp), int(tp + fp))
+    recall, rlo, rhi = wilson_ci(int(tp), int(tp + fn))
+    return {
+        "verdict": verdict,
+        "quality": quality,
+        "diversity": diversity,
+        "precision": _clean(precision),
+        "precision_ci": [_clean(plo), _clean(phi)],
+        "recall": _clean(recall),
+        "recall_ci": [_clean(rlo), _clean(rhi)],
+        "unscored": total("unscored"),
+        "cost": {k: total(f"cost_{k}") for k in COST_METRICS},
+        "seeds": len(metrics[quality_metric]),
+    }
+
+
+def summarize(run_dir: Path, config) -> dict:
+    env = config.environment.build()
+    metrics = read_metrics(run_dir / "metrics.csv")
+    arms = {}
+    for arm in config.arms:
+        if arm.name in metrics:
+            arms[arm.name] = summarize_arm(
+                metrics[arm.name], env.quality_metric, env.diversity_metric, getattr(env, "quality_direction", 1)
+            )
+    summary = {
+        "name": config.name,
+        "quality_metric": env.quality_metric,
+        "diversity_metric": env.diversity_metric,
+        "arms": arms,
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,105 @@
+"""Model verifiers: judgements made by a model rather than by fresh evidence.
+
+* ``judge: self``: the researcher grades its own proposals by its own likelihood and
+  keeps the ones it likes best. It injects no information about quality: what it
+  converges to is the mode of what it already believed.
+* ``judge: surrogate``: a regression of quality on method features, fitted once on a
+  few oracle-labelled real methods and then frozen: a cheap learned judge whose errors
+  are those of a small, fixed training set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ouro.environments.estimators.methods import FAMILIES, FAMILY_NAMES, param_of
+from ouro.types import Verdict
+
+from .base import VERIFIERS, JudgeContext, VerifierConfig
+
+
+@VERIFIERS.register
+class ModelVerifierConfig(VerifierConfig):
+    kind: Literal["model"] = "model"
+    judge: Literal["self", "surrogate"] = "self"
+    keep: float = Field(0.5, gt=0.0, le=1.0, description="self: fraction of each batch kept, most likely first")
+    ridge: float = Field(1.0, gt=0.0, description="surrogate: ridge penalty of the feature regression")
+
+    def build(self, env: Any):
+        if self.judge == "self":
+            return SelfJudge(self)
+        return SurrogateJudge(self, env)
+
+
+class SelfJudge:
+    kind = "model"
+
+    def __init__(self, config: ModelVerifierConfig) -> None:
+        self.config = config
+
+    async def judge(self, proposals: list, context: JudgeContext) -> list[Verdict]:
+        researcher = context.researcher
+        if not hasattr(researcher, "log_likelihood"):
+            raise TypeError("judge 'self' needs a researcher with log_likelihood()")
+        ll = researcher.log_likelihood(list(proposals))
+        k = math.ceil(self.config.keep * len(proposals))
+        order = np.argsort(-ll, kind="stable")
+        kept = set(order[:k].tolist())
+        return [
+            Verdict(accept=i in kept, score=float(ll[i]), rationale=f"own log-likelihood {ll[i]:.3f}")
+            for i in range(len(proposals))
+        ]
+
+
+def method_features(methods: list) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot family, and per parametric family its centred normalized parameter and square.
+
+    Returns the feature matrix and a mask of the family-indicator columns.
+    """
+    cols, indicator = [], []
+    for fam_name in FAMILY_NAMES:
+        fam = FAMILIES[fam_name]
+        ind = np.array([m.family == fam_name for m in methods], dtype=float)
+        cols.append(ind)
+        indicator.append(True)
+        if fam.param is not None:
+            v = np.array([param_of(m) if m.family == fam_name else fam.low for m in methods])
+            if fam.log_scale:
+                u = (np.log(v) - np.log(fam.low)) / (np.log(fam.high) - np.log(fam.low))
+            else:
+                u = (v - fam.low) / (fam.high - fam.low)
+            cols += [ind * (u - 0.5), ind * (u - 0.5) ** 2]
+            indicator += [False, False]
+    return np.stack(cols, axis=1), np.array(indicator)
+
+
+class SurrogateJudge:
+    kind = "model"
+
+    def __init__(self, config: ModelVerifierConfig, env: Any) -> None:
+        if getattr(env, "name", None) != "estimators":
+            raise ValueError("judge 'surrogate' is defined for the 'estimators' environment")
+        self.config = config
+        labelled = list({env.method_key(m): m for m in env.real_data(np.random.default_rng(0))}.values())
+        self.labelled = len(labelled)
+        x, indicator = method_features(labelled)
+        y = np.log(env.oracle(labelled))
+        # ridge on the slopes only, so that a family's level is its labelled mean
+        penalty = np.diag(np.where(indicator, 0.0, self.config.ridge))
+        self.coef = np.linalg.solve(x.T @ x + penalty + 1e-9 * np.eye(x.shape[1]), x.T @ y)
+        self.threshold = float(np.log(env.baseline_quality))
+
+    async def judge(self, proposals: list, context: JudgeContext) -> list[Verdict]:
+        pred = method_features(list(proposals))[0] @ self.coef
+        return [
+            Verdict(
+                accept=bool(p > self.threshold),
+                score=float(np.exp(p)),
+                rationale=f"surrogate predicts quality {np.exp(p):.3f} (fitted on {self.labelled} labelled methods)",
+            )
+            for p in pred
+        ]
