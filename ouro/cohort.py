@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,9 @@ from ouro.types import Cost, Verdict
 from ouro.verifiers.base import JudgeContext
 
 STAGES = ("propose", "verify", "curate", "learn", "measure")
-COST_METRICS = ("replications", "tokens_in", "tokens_out", "usd", "human_seconds", "wall_seconds", "calls", "retries")
+# Costs written to metrics.csv: deterministic quantities only, so that the same config and
+# seeds give the same bytes. Wall time goes to timings.csv instead.
+COST_METRICS = ("replications", "tokens_in", "tokens_out", "usd", "human_seconds", "calls", "retries")
 
 
 class Cohort(Protocol):
@@ -66,6 +69,18 @@ class MethodCohort:
         self.researchers = {s: config.researcher.build(self.env) for s in self.seeds}
         self._state_generation: int | None = None  # generation whose starting state the researchers hold
         self._memory: dict[tuple[int, str], Any] = {}
+        self._timings: dict[tuple[int, str], float] = {}
+
+    @contextmanager
+    def _timed(self, generation: int, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timings[(generation, stage)] = time.perf_counter() - start
+
+    def _timing_rows(self, generation: int) -> list:
+        return [[stage, secs] for (g, stage), secs in sorted(self._timings.items()) if g == generation]
 
     # ------------------------------------------------------------ stage plumbing
     def _put(self, generation: int, stage: str, value: Any) -> None:
@@ -104,72 +119,87 @@ class MethodCohort:
 
     # ------------------------------------------------------------ the five stages
     def propose(self, generation: int) -> None:
-        self._ensure_state(generation)
-        n = self.loop.proposals
-        proposals = {s: self.researchers[s].propose(n, stream(s, generation, "propose")) for s in self.seeds}
-        self._put(generation, "proposals", proposals)
+        if self.store.has_record(generation):
+            return  # finished before a crash: its record is the truth
+        with self._timed(generation, "propose"):
+            self._ensure_state(generation)
+            n = self.loop.proposals
+            proposals = {s: self.researchers[s].propose(n, stream(s, generation, "propose")) for s in self.seeds}
+            self._put(generation, "proposals", proposals)
 
     def verify(self, generation: int) -> None:
-        self._ensure_state(generation)
-        proposals = self._get(generation, "proposals")
-        pools = self._previous_pools(generation)
+        if self.store.has_record(generation):
+            return  # finished before a crash: its record is the truth
+        with self._timed(generation, "verify"):
+            self._ensure_state(generation)
+            proposals = self._get(generation, "proposals")
+            pools = self._previous_pools(generation)
 
-        async def judge_all() -> list[list[Verdict]]:
-            async def one(s: int) -> list[Verdict]:
-                ctx = JudgeContext(
-                    env=self.env,
-                    seed=s,
-                    generation=generation,
-                    rng=stream(s, generation, "verify"),
-                    researcher=self.researchers[s],
-                    pool=pools[s],
-                    arm=self.arm,
-                )
-                start = time.perf_counter()
-                verdicts = await self.verifier.judge(proposals[s], ctx)
-                if len(verdicts) != len(proposals[s]):
-                    raise RuntimeError(f"verifier returned {len(verdicts)} verdicts for {len(proposals[s])} proposals")
-                share = (time.perf_counter() - start) / max(1, len(verdicts))
-                return [
-                    v if v.cost.wall_seconds else v.model_copy(update={"cost": v.cost + Cost(wall_seconds=share)})
-                    for v in verdicts
-                ]
+            async def judge_all() -> list[list[Verdict]]:
+                async def one(s: int) -> list[Verdict]:
+                    ctx = JudgeContext(
+                        env=self.env,
+                        seed=s,
+                        generation=generation,
+                        rng=stream(s, generation, "verify"),
+                        researcher=self.researchers[s],
+                        pool=pools[s],
+                        arm=self.arm,
+                    )
+                    start = time.perf_counter()
+                    verdicts = await self.verifier.judge(proposals[s], ctx)
+                    if len(verdicts) != len(proposals[s]):
+                        raise RuntimeError(f"verifier returned {len(verdicts)} verdicts for {len(proposals[s])} proposals")
+                    share = (time.perf_counter() - start) / max(1, len(verdicts))
+                    return [
+                        v if v.cost.wall_seconds else v.model_copy(update={"cost": v.cost + Cost(wall_seconds=share)})
+                        for v in verdicts
+                    ]
 
-            return await asyncio.gather(*(one(s) for s in self.seeds))
+                return await asyncio.gather(*(one(s) for s in self.seeds))
 
-        results = asyncio.run(judge_all())
-        self._put(generation, "verdicts", dict(zip(self.seeds, results)))
+            results = asyncio.run(judge_all())
+            self._put(generation, "verdicts", dict(zip(self.seeds, results)))
 
     def curate(self, generation: int) -> None:
-        proposals = self._get(generation, "proposals")
-        verdicts = self._get(generation, "verdicts")
-        previous = self._previous_pools(generation)
-        loop = self.loop
-        pools = {}
-        for s in self.seeds:
-            accepted = [m for m, v in zip(proposals[s], verdicts[s]) if v.accept is True]
-            if loop.regime == "replace":
-                pools[s] = accepted
-            elif loop.regime == "accumulate":
-                pools[s] = previous[s] + accepted
-            else:  # mix: real_fraction of the pool drawn fresh from the real data
-                real = self.env.real_data(stream(s, generation, "real"))
-                k = round(len(accepted) * loop.real_fraction / (1 - loop.real_fraction)) if accepted else round(
-                    loop.real_fraction * loop.proposals
-                )
-                rng = stream(s, generation, "mix")
-                pools[s] = accepted + [real[i] for i in rng.integers(0, len(real), size=max(1, k))]
-        self._put(generation, "pools", pools)
+        if self.store.has_record(generation):
+            return  # finished before a crash: its record is the truth
+        with self._timed(generation, "curate"):
+            proposals = self._get(generation, "proposals")
+            verdicts = self._get(generation, "verdicts")
+            previous = self._previous_pools(generation)
+            loop = self.loop
+            pools = {}
+            for s in self.seeds:
+                accepted = [m for m, v in zip(proposals[s], verdicts[s]) if v.accept is True]
+                if loop.regime == "replace":
+                    pools[s] = accepted
+                elif loop.regime == "accumulate":
+                    pools[s] = previous[s] + accepted
+                else:  # mix: real_fraction of the pool drawn fresh from the real data
+                    real = self.env.real_data(stream(s, generation, "real"))
+                    k = round(len(accepted) * loop.real_fraction / (1 - loop.real_fraction)) if accepted else round(
+                        loop.real_fraction * loop.proposals
+                    )
+                    rng = stream(s, generation, "mix")
+                    pools[s] = accepted + [real[i] for i in rng.integers(0, len(real), size=max(1, k))]
+            self._put(generation, "pools", pools)
 
     def learn(self, generation: int) -> None:
-        self._ensure_state(generation)
-        pools = self._get(generation, "pools")
-        for s in self.seeds:
-            self.researchers[s].learn(pools[s])
-        self._state_generation = generation + 1
-        self._put(generation, "states", {s: self.researchers[s].state() for s in self.seeds})
+        if self.store.has_record(generation):
+            return  # finished before a crash: its record is the truth
+        with self._timed(generation, "learn"):
+            self._ensure_state(generation)
+            pools = self._get(generation, "pools")
+            for s in self.seeds:
+                self.researchers[s].learn(pools[s])
+            self._state_generation = generation + 1
+            self._put(generation, "states", {s: self.researchers[s].state() for s in self.seeds})
 
     def measure(self, generation: int) -> str | None:
+        if self.store.has_record(generation):
+            return self.store.read_record(generation).get("stopped")
+        start = time.perf_counter()
         proposals = self._get(generation, "proposals")
         verdicts = self._get(generation, "verdicts")
         pools = self._get(generation, "pools")
@@ -206,6 +236,8 @@ class MethodCohort:
             "metrics": rows,
             "verdicts": lines,
         }
+        self._timings[(generation, "measure")] = time.perf_counter() - start
+        record["timings"] = self._timing_rows(generation)
         self.store.write_record(generation, record)
         return None
 

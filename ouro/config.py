@@ -166,6 +166,8 @@ def _field_path(loc: tuple, data: Any) -> str:
             else:
                 out.append(part)
                 node = None
+        elif isinstance(node, dict) and isinstance(part, int):
+            continue  # a single mapping given where a list is accepted (e.g. one dgp)
         elif isinstance(node, list) and isinstance(part, int):
             out.append(f"[{part}]")
             node = node[part] if 0 <= part < len(node) else None
@@ -183,6 +185,11 @@ def format_validation_error(err: ValidationError, data: Any, source: str = "conf
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "union_tag_invalid":
+        ctx = first.get("ctx", {})
+        msg = f"unknown kind {ctx.get('tag')!r}; known kinds: {ctx.get('expected_tags')}"
+    elif first["type"] == "literal_error" and first["loc"][-1] == "kind":
+        msg = f"unknown kind {first['input']!r}; known kinds: {first.get('ctx', {}).get('expected')}"
     elif first["type"] == "missing":
         msg = "required field is missing"
     more = len(err.errors()) - 1

@@ -11,8 +11,10 @@ Layout (see the README):
                          outputs of the stages of the generation in flight (proposals,
                          verdicts, ...), so that a resumed run redoes no paid-for work
     checkpoints.sqlite   LangGraph's checkpoints (where each arm's graph stands)
-    metrics.csv, verdicts.jsonl, summary.json
-                         assembled from the generation records when arms finish
+    metrics.csv, verdicts.jsonl, timings.csv, summary.json
+                         assembled from the generation records when arms finish;
+                         timings.csv (wall seconds per stage) is the one output that
+                         differs between two runs of the same config
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class RunDir:
         writer = csv.writer(metrics, lineterminator="\n")
         writer.writerow(METRICS_HEADER)
         verdict_lines: list[str] = []
+        timings = io.StringIO()
+        timings.write("arm,generation,stage,seconds\n")
         for arm in arms:
             store = self.arm(arm)
             for g in store.finished_generations():
@@ -139,7 +143,9 @@ class RunDir:
                 for seed, metric, value in rec.get("metrics", []):
                     writer.writerow((arm, seed, g, metric, format_value(value)))
                 verdict_lines += [json.dumps(v, separators=(",", ":")) for v in rec.get("verdicts", [])]
+                timings.writelines(f"{arm},{g},{stage},{secs:.6f}\n" for stage, secs in rec.get("timings", []))
         atomic_write_text(self.path / "metrics.csv", metrics.getvalue())
         atomic_write_text(self.path / "verdicts.jsonl", "".join(line + "\n" for line in verdict_lines))
+        atomic_write_text(self.path / "timings.csv", timings.getvalue())
         if (self.path / "work").is_dir() and not any((self.path / "work").rglob("*.pkl")):
             shutil.rmtree(self.path / "work", ignore_errors=True)

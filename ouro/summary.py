@@ -86,15 +86,27 @@ def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, qua
     }
 
 
+def read_stage_seconds(path: Path) -> dict[str, dict[str, float]]:
+    """seconds[arm][stage], summed over generations, from timings.csv (absent: empty)."""
+    out: dict = defaultdict(lambda: defaultdict(float))
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                out[row["arm"]][row["stage"]] += float(row["seconds"])
+    return out
+
+
 def summarize(run_dir: Path, config) -> dict:
     env = config.environment.build()
     metrics = read_metrics(run_dir / "metrics.csv")
+    seconds = read_stage_seconds(run_dir / "timings.csv")
     arms = {}
     for arm in config.arms:
         if arm.name in metrics:
             arms[arm.name] = summarize_arm(
                 metrics[arm.name], env.quality_metric, env.diversity_metric, getattr(env, "quality_direction", 1)
             )
+            arms[arm.name]["cost"]["wall_seconds"] = round(seconds[arm.name].get("verify", 0.0), 3)
     summary = {
         "name": config.name,
         "quality_metric": env.quality_metric,
