@@ -11,6 +11,7 @@ environment with a vectorized loop of its own supplies its own cohort class thro
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,13 @@ class MethodCohort:
         self._memory: dict[tuple[int, str], Any] = {}
         self._timings: dict[tuple[int, str], float] = {}
 
+    def _run_async(self, coroutine):
+        """Run a coroutine on this cohort's own event loop, kept for its whole life, so that
+        async clients (model providers) keep their connections from one generation to the next."""
+        if getattr(self, "_loop", None) is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coroutine)
+
     @contextmanager
     def _timed(self, generation: int, stage: str):
         start = time.perf_counter()
@@ -83,22 +91,38 @@ class MethodCohort:
         return [[stage, secs] for (g, stage), secs in sorted(self._timings.items()) if g == generation]
 
     # ------------------------------------------------------------ stage plumbing
+    # Every stage is deterministic given the random streams, so a resumed process can
+    # recompute what a dead one held in memory. Work that cost money or a person's time
+    # (a component with ``costly = True``: model calls, human answers) is also saved to the
+    # run directory as soon as it exists, and read back instead of being paid for twice.
+    _PRODUCER = {"proposals": "propose", "verdicts": "verify", "pools": "curate", "states": "learn"}
+    _PERSISTED = ("proposals", "verdicts")
+
+    @property
+    def _costly(self) -> bool:
+        return bool(getattr(self.verifier, "costly", False) or getattr(self.researchers[self.seeds[0]], "costly", False))
+
     def _put(self, generation: int, stage: str, value: Any) -> None:
-        self._memory = {k: v for k, v in self._memory.items() if k[0] == generation}
+        # keep this generation's outputs and the previous pools (the next generation's context)
+        self._memory = {k: v for k, v in self._memory.items() if k[0] == generation or k == (generation - 1, "pools")}
         self._memory[(generation, stage)] = value
-        self.store.put_stage(generation, stage, value)
+        if stage in self._PERSISTED and self._costly:
+            self.store.put_stage(generation, stage, value)
 
     def _get(self, generation: int, stage: str) -> Any:
-        if (generation, stage) in self._memory:
-            return self._memory[(generation, stage)]
-        value = self.store.get_stage(generation, stage)
-        if value is None:
-            raise RuntimeError(f"arm {self.arm}: generation {generation} has no '{stage}' output to continue from")
-        self._memory[(generation, stage)] = value
-        return value
+        if (generation, stage) not in self._memory:
+            saved = self.store.get_stage(generation, stage) if stage in self._PERSISTED else None
+            if saved is not None:
+                self._memory[(generation, stage)] = saved
+            else:
+                getattr(self, self._PRODUCER[stage])(generation)
+        return self._memory[(generation, stage)]
 
     def _previous_pools(self, generation: int) -> dict[int, list]:
         """The pool each seed learned from last: the real data before generation 0."""
+        cached = self._memory.get((generation - 1, "pools"))
+        if cached is not None:
+            return cached
         if generation == 0:
             return {s: self.env.real_data(stream(s, 0, "real")) for s in self.seeds}
         rec = self.store.read_record(generation - 1)
@@ -121,6 +145,8 @@ class MethodCohort:
     def propose(self, generation: int) -> None:
         if self.store.has_record(generation):
             return  # finished before a crash: its record is the truth
+        if self.store.has_stage(generation, "proposals"):
+            return  # paid for before a crash: read back when needed
         with self._timed(generation, "propose"):
             self._ensure_state(generation)
             n = self.loop.proposals
@@ -130,6 +156,8 @@ class MethodCohort:
     def verify(self, generation: int) -> None:
         if self.store.has_record(generation):
             return  # finished before a crash: its record is the truth
+        if self.store.has_stage(generation, "verdicts"):
+            return
         with self._timed(generation, "verify"):
             self._ensure_state(generation)
             proposals = self._get(generation, "proposals")
@@ -146,19 +174,14 @@ class MethodCohort:
                         pool=pools[s],
                         arm=self.arm,
                     )
-                    start = time.perf_counter()
                     verdicts = await self.verifier.judge(proposals[s], ctx)
                     if len(verdicts) != len(proposals[s]):
                         raise RuntimeError(f"verifier returned {len(verdicts)} verdicts for {len(proposals[s])} proposals")
-                    share = (time.perf_counter() - start) / max(1, len(verdicts))
-                    return [
-                        v if v.cost.wall_seconds else v.model_copy(update={"cost": v.cost + Cost(wall_seconds=share)})
-                        for v in verdicts
-                    ]
+                    return verdicts
 
                 return await asyncio.gather(*(one(s) for s in self.seeds))
 
-            results = asyncio.run(judge_all())
+            results = self._run_async(judge_all())
             self._put(generation, "verdicts", dict(zip(self.seeds, results)))
 
     def curate(self, generation: int) -> None:
@@ -219,13 +242,13 @@ class MethodCohort:
                         "seed": s,
                         "generation": generation,
                         "index": i,
-                        "method": m.model_dump(mode="json"),
+                        "method": m.model_dump(),
                         "key": self.env.method_key(m),
                         "accept": v.accept,
                         "score": v.score,
                         "oracle_quality": float(q),
                         "good": bool(gd),
-                        "cost": v.cost.model_dump(exclude_defaults=True),
+                        "cost": {k: x for k, x in v.cost.__dict__.items() if x},
                         "rationale": v.rationale,
                     }
                 )
@@ -234,7 +257,7 @@ class MethodCohort:
             "researchers": {str(s): states[s] for s in self.seeds},
             "pools": {str(s): [m.model_dump(mode="json") for m in pools[s]] for s in self.seeds},
             "metrics": rows,
-            "verdicts": lines,
+            "verdict_lines": [json.dumps(line, separators=(",", ":")) for line in lines],
         }
         self._timings[(generation, "measure")] = time.perf_counter() - start
         record["timings"] = self._timing_rows(generation)

@@ -43,12 +43,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Atomic against a killed process (rename), without fsync: for caches of work in flight."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -94,6 +92,9 @@ class ArmStore:
 
     def put_stage(self, generation: int, stage: str, value: Any) -> None:
         atomic_write_bytes(self.stage_path(generation, stage), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def has_stage(self, generation: int, stage: str) -> bool:
+        return self.stage_path(generation, stage).is_file()
 
     def get_stage(self, generation: int, stage: str) -> Any | None:
         path = self.stage_path(generation, stage)
@@ -142,6 +143,8 @@ class RunDir:
                 rec = store.read_record(g)
                 for seed, metric, value in rec.get("metrics", []):
                     writer.writerow((arm, seed, g, metric, format_value(value)))
+                # verdict lines are stored already encoded; cohorts may also give plain dicts
+                verdict_lines += rec.get("verdict_lines", [])
                 verdict_lines += [json.dumps(v, separators=(",", ":")) for v in rec.get("verdicts", [])]
                 timings.writelines(f"{arm},{g},{stage},{secs:.6f}\n" for stage, secs in rec.get("timings", []))
         atomic_write_text(self.path / "metrics.csv", metrics.getvalue())

@@ -24,10 +24,8 @@ class Cost(BaseModel):
 
     @classmethod
     def total(cls, costs) -> "Cost":
-        out = cls()
-        for c in costs:
-            out = out + c
-        return out
+        costs = list(costs)
+        return cls(**{k: sum(getattr(c, k) for c in costs) for k in cls.model_fields})
 
 
 class Verdict(BaseModel):
