@@ -1,0 +1,121 @@
+"""OpenAI chat completions, through the official ``openai.AsyncOpenAI`` client.
+
+Also the base of the vLLM provider: any OpenAI-compatible server works with
+``base_url``. Structured output uses ``response_format`` with a JSON schema.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Literal
+
+import openai
+from pydantic import BaseModel
+
+from .base import (
+    Failure,
+    MalformedResponse,
+    Message,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    RawReply,
+    classify_status,
+    json_schema_of,
+)
+
+
+class OpenAIConfig(ProviderConfig):
+    """An OpenAI (or OpenAI-compatible) endpoint. The key is read from the environment
+    variable named by ``api_key_env``, never from the config file."""
+
+    provider: Literal["openai"] = "openai"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    strict: bool = False
+    """OpenAI strict schema mode; it needs every field required and no extra keys."""
+
+    def build(self) -> "OpenAIProvider":
+        return OpenAIProvider(self)
+
+
+class OpenAIProvider(Provider):
+    name: ClassVar[str] = "openai"
+    api_errors = (openai.APIError,)
+    config: OpenAIConfig
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        super().__init__(config)
+        self._api_key = self._resolve_key()
+
+    def _resolve_key(self) -> str:
+        key = os.environ.get(self.config.api_key_env, "")
+        if not key:
+            raise ProviderConfigError(
+                f"{self.name} provider for model {self.config.model!r} needs an API key: "
+                f"set the environment variable {self.config.api_key_env}"
+            )
+        return key
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_s,
+            max_retries=0,
+            http_client=_http_client(self.config.concurrency, self.config.timeout_s),
+        )
+
+    def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
+        """Request fields that ask for JSON matching ``schema``."""
+        name, json_schema = json_schema_of(schema)
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": json_schema, "strict": self.config.strict},
+            }
+        }
+
+    async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
+        extra = self._format(schema) if schema is not None else {}
+        if self.config.temperature is not None:
+            extra["temperature"] = self.config.temperature
+        response = await self._client().chat.completions.create(
+            model=self.request_model,
+            messages=messages,
+            max_tokens=self.config.max_tokens,
+            **extra,
+        )
+        if not response.choices:
+            raise MalformedResponse("reply without choices")
+        message = response.choices[0].message
+        text = message.content if message.content is not None else (message.refusal or "")
+        usage = response.usage
+        return RawReply(
+            text=text,
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+        )
+
+    def classify(self, exc: BaseException) -> Failure:
+        if isinstance(exc, openai.APIStatusError):
+            return classify_status(exc.status_code)
+        if isinstance(exc, openai.APIConnectionError):  # timeouts included
+            return "transient"
+        return "fatal"
+
+
+def _http_client(concurrency: int, timeout_s: float) -> Any:
+    """The SDK's own HTTP client factory (so its defaults still apply), with a connection
+    pool as large as the concurrency limit: a smaller pool would queue requests that the
+    semaphore already admitted. openai>=3 is built on httpx2, older releases on httpx."""
+    if hasattr(openai, "DefaultAsyncHttpx2Client"):
+        import httpx2 as http
+
+        factory = openai.DefaultAsyncHttpx2Client
+    else:
+        import httpx as http
+
+        factory = openai.DefaultAsyncHttpxClient
+    limits = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return factory(limits=limits, timeout=timeout_s)
