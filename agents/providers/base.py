@@ -33,7 +33,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_any,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from ouro.types import Cost
@@ -310,10 +311,8 @@ class Provider(abc.ABC):
             if after is not None:
                 return after
         cfg = self.config
-        backoff = wait_exponential_jitter(
-            initial=cfg.backoff_initial_s, max=cfg.backoff_max_s, jitter=cfg.backoff_initial_s
-        )
-        return backoff(state)
+        backoff = wait_exponential(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+        return backoff(state) + wait_random(0, cfg.backoff_initial_s)(state)
 
     def _give_up(self, exc: BaseException, attempts: int, elapsed: float) -> str:
         kind = self._classify(exc)

@@ -62,10 +62,11 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str] = []  # the credential header of each POST
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     # ----- lifecycle --------------------------------------------------------------
 
@@ -76,6 +77,13 @@ class FakeServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sdk_base_url(self) -> str:
+        """What to give the SDK as ``base_url`` (the OpenAI SDK wants the ``/v1``)."""
+        return self.base_url + self.sdk_suffix
+
+    sdk_suffix = ""
 
     def __enter__(self) -> "FakeServer":
         self._thread.start()
@@ -118,6 +126,7 @@ class FakeServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.bodies.append(request)
+            self.auth.append(handler.headers.get("Authorization") or handler.headers.get("x-api-key") or "")
         try:
             if self.delay:
                 self._stopped.wait(self.delay)
@@ -172,9 +181,10 @@ class FakeServer:
 
 
 class FakeOpenAI(FakeServer):
-    """``POST /v1/chat/completions`` and ``GET /v1/models``. Use ``base_url + "/v1"``."""
+    """``POST /v1/chat/completions`` and ``GET /v1/models``."""
 
     post_path = "/v1/chat/completions"
+    sdk_suffix = "/v1"
 
     def ok_body(self, request: dict[str, Any], content: Any) -> dict[str, Any]:
         text = content if isinstance(content, str) else json.dumps(content)
@@ -193,8 +203,7 @@ class FakeOpenAI(FakeServer):
 
 
 class FakeAnthropic(FakeServer):
-    """``POST /v1/messages``; a forced tool is answered with a ``tool_use`` block. Use
-    ``base_url`` as is (the SDK adds ``/v1``)."""
+    """``POST /v1/messages``; a forced tool is answered with a ``tool_use`` block."""
 
     post_path = "/v1/messages"
 
@@ -218,6 +227,10 @@ class FakeAnthropic(FakeServer):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+SERVER_FOR = {"openai": FakeOpenAI, "vllm": FakeOpenAI, "anthropic": FakeAnthropic}
+"""Which fake server speaks each provider's wire format."""
 
 
 def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
