@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ class CallResult(BaseModel):
 
     ``value`` is the validated object (``None`` for ``chat`` and on failure), ``raw``
     the last text the model produced, ``error`` the final reason when it failed for
-    good. ``cost`` counts every HTTP attempt, including failed ones.
+    good. ``cost`` counts every HTTP attempt, including failed ones: ``calls`` is the
+    number of attempts, ``retries`` those after the first (transport retries and
+    re-asks after invalid output alike), tokens are summed over all of them.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -234,10 +237,20 @@ class Provider(abc.ABC):
         return self._result(tally, raw=reply.text)
 
     async def aclose(self) -> None:
-        """Close the SDK client of the running loop (clients of closed loops are dropped)."""
+        """Close the SDK client of the running loop, releasing its keep-alive connections.
+
+        Call it (or use ``async with provider:``) before the loop ends; a client left
+        open is dropped when its loop closes, and its sockets wait for the collector.
+        """
         state = self._loops.pop(id(asyncio.get_running_loop()), None)
         if state is not None:
             await state.client.close()
+
+    async def __aenter__(self) -> "Provider":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # ----- the shared machinery -------------------------------------------------------
 
@@ -270,10 +283,18 @@ class Provider(abc.ABC):
         """
         cfg = self.config
         queued = 0.0
+        overrun = ""  # why the budget stopped the retries, when it did
 
         def out_of_budget(rs: RetryCallState) -> bool:
+            nonlocal overrun
             spent = (rs.seconds_since_start or 0.0) - queued
-            return spent + rs.upcoming_sleep >= cfg.max_total_s
+            if spent + rs.upcoming_sleep < cfg.max_total_s:
+                return False
+            overrun = (
+                f"a further wait of {rs.upcoming_sleep:.1f}s after {spent:.1f}s "
+                f"would pass the {cfg.max_total_s:g}s budget"
+            )
+            return True
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.max_attempts) | stop_any(out_of_budget),
@@ -282,7 +303,6 @@ class Provider(abc.ABC):
             reraise=True,
         )
         attempts = 0
-        started = time.monotonic()
         try:
             async for attempt in retrying:
                 with attempt:
@@ -297,7 +317,7 @@ class Provider(abc.ABC):
         except Exception as exc:
             if not self._is_api_error(exc):
                 raise  # a bug in our code must not pass for an unscored verdict
-            return self._give_up(exc, attempts, time.monotonic() - started - queued)
+            return self._give_up(exc, attempts, overrun)
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
 
     def _is_api_error(self, exc: BaseException) -> bool:
@@ -314,18 +334,15 @@ class Provider(abc.ABC):
         backoff = wait_exponential(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
         return backoff(state) + wait_random(0, cfg.backoff_initial_s)(state)
 
-    def _give_up(self, exc: BaseException, attempts: int, elapsed: float) -> str:
+    def _give_up(self, exc: BaseException, attempts: int, overrun: str) -> str:
+        """The final reason, worded for a verdict log: what failed, and why we stopped."""
         kind = self._classify(exc)
         what = describe_exception(exc)
         if kind == "fatal":
             return f"fatal error, not retried: {what}"
         label = "rate limited" if kind == "rate_limit" else f"transient error ({what})"
-        if attempts < self.config.max_attempts:
-            return (
-                f"{label}: giving up after {attempts} attempts, "
-                f"{elapsed:.1f}s of the {self.config.max_total_s:g}s budget used"
-            )
-        return f"{label}: giving up after {attempts} attempts"
+        reason = f"{label}: giving up after {attempts} attempts"
+        return f"{reason}: {overrun}" if overrun and attempts < self.config.max_attempts else reason
 
     def _result(self, tally: _Tally, **fields: Any) -> CallResult:
         return CallResult(cost=tally.cost(self.config.prices), model=self.request_model, **fields)
@@ -371,8 +388,13 @@ def describe_exception(exc: BaseException) -> str:
     return _shorten(text)
 
 
+@functools.lru_cache(maxsize=256)
 def json_schema_of(schema: type[BaseModel]) -> tuple[str, dict[str, Any]]:
-    """A name the APIs accept (``[a-zA-Z0-9_-]{1,64}``) and the pydantic JSON schema."""
+    """A name the APIs accept (``[a-zA-Z0-9_-]{1,64}``) and the pydantic JSON schema.
+
+    Cached: pydantic rebuilds the schema on every call, which costs more than the rest of
+    a request's client-side work. Callers must not mutate the returned dict.
+    """
     name = re.sub(r"[^a-zA-Z0-9_-]", "_", schema.__name__)[:64] or "answer"
     return name, schema.model_json_schema()
 

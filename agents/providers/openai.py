@@ -10,6 +10,7 @@ import os
 from typing import Any, ClassVar, Literal
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from .base import (
@@ -67,7 +68,7 @@ class OpenAIProvider(Provider):
         )
 
     def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
-        """Request fields that ask for JSON matching ``schema``."""
+        """Body fields that ask for JSON matching ``schema``."""
         name, json_schema = json_schema_of(schema)
         return {
             "response_format": {
@@ -77,15 +78,24 @@ class OpenAIProvider(Provider):
         }
 
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
-        extra = self._format(schema) if schema is not None else {}
+        """One chat completion.
+
+        Sent with the client's documented ``post`` rather than ``chat.completions.create``:
+        ``create`` walks every request (the JSON schema included) through the SDK's
+        parameter transform, about 1 ms of CPU a call here, for plain dicts it would not
+        change. That is a third of the client's cost at vLLM-style concurrency; auth,
+        timeouts, error mapping and response parsing are still the SDK's.
+        """
+        body: dict[str, Any] = {
+            "model": self.request_model,
+            "messages": messages,
+            "max_tokens": self.config.max_tokens,
+        }
         if self.config.temperature is not None:
-            extra["temperature"] = self.config.temperature
-        response = await self._client().chat.completions.create(
-            model=self.request_model,
-            messages=messages,
-            max_tokens=self.config.max_tokens,
-            **extra,
-        )
+            body["temperature"] = self.config.temperature
+        if schema is not None:
+            body.update(self._format(schema))
+        response = await self._client().post("/chat/completions", body=body, cast_to=ChatCompletion)
         if not response.choices:
             raise MalformedResponse("reply without choices")
         message = response.choices[0].message

@@ -53,8 +53,8 @@ class VLLMProvider(OpenAIProvider):
             return super()._format(schema)
         _, json_schema = json_schema_of(schema)
         if mode == "guided_json":
-            return {"extra_body": {"guided_json": json_schema}}
-        return {"extra_body": {"structured_outputs": {"json": json_schema}}}
+            return {"guided_json": json_schema}
+        return {"structured_outputs": {"json": json_schema}}
 
     async def list_models(self) -> list[str]:
         """Ids the server serves (base model and loaded adapters), via ``GET /v1/models``.

@@ -161,6 +161,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real APIs
+            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (40 ms)
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path.split("?")[0] != server.post_path:
@@ -171,6 +172,8 @@ class FakeServer:
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.split("?")[0] == "/v1/models":
                     _send(self, 200, server.models_body())
+                elif self.path == "/stats":  # for a server in another process
+                    _send(self, 200, {"requests": server.requests, "max_in_flight": server.max_in_flight})
                 else:
                     _send(self, 404, server.error_body(404, f"no route {self.path}"))
 
@@ -242,3 +245,21 @@ def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any], he
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in a process of its own (benchmarks: the server's CPU stays out of the
+    client's measurement). Prints the port on the first line, serves until stdin closes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fake OpenAI/Anthropic server on 127.0.0.1")
+    parser.add_argument("flavour", choices=sorted(SERVER_FOR))
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args(argv)
+    with SERVER_FOR[args.flavour](delay=args.delay) as server:
+        print(server.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
