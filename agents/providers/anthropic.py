@@ -7,7 +7,6 @@ the object. System messages go in the ``system`` parameter, as the API requires.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any, ClassVar, Literal
@@ -15,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import anthropic
 from pydantic import BaseModel
 
+from ._http import pooled_client
 from .base import (
     Failure,
     Message,
@@ -124,13 +124,7 @@ def _usage(usage: Any) -> dict[str, int]:
 
 
 def _http_client(concurrency: int, timeout_s: float) -> Any:
-    """The SDK's own HTTP client class, with a pool as large as the concurrency limit.
-
-    The SDK is built on httpx or httpx2 depending on its release; the ``Limits`` class
-    must come from the same library as the client it configures.
-    """
+    """The SDK's client class derives from httpx's or httpx2's, by release."""
     factory = anthropic.DefaultAsyncHttpxClient
     base = next(c for c in factory.__mro__ if c.__name__ == "AsyncClient")
-    http = importlib.import_module(base.__module__.split(".")[0])
-    limits = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return factory(limits=limits, timeout=timeout_s)
+    return pooled_client(factory, base.__module__.split(".")[0], concurrency, timeout_s)

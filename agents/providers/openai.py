@@ -13,6 +13,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from ._http import pooled_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -116,16 +117,7 @@ class OpenAIProvider(Provider):
 
 
 def _http_client(concurrency: int, timeout_s: float) -> Any:
-    """The SDK's own HTTP client factory (so its defaults still apply), with a connection
-    pool as large as the concurrency limit: a smaller pool would queue requests that the
-    semaphore already admitted. openai>=3 is built on httpx2, older releases on httpx."""
+    """openai>=3 is built on httpx2, older releases on httpx."""
     if hasattr(openai, "DefaultAsyncHttpx2Client"):
-        import httpx2 as http
-
-        factory = openai.DefaultAsyncHttpx2Client
-    else:
-        import httpx as http
-
-        factory = openai.DefaultAsyncHttpxClient
-    limits = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return factory(limits=limits, timeout=timeout_s)
+        return pooled_client(openai.DefaultAsyncHttpx2Client, "httpx2", concurrency, timeout_s)
+    return pooled_client(openai.DefaultAsyncHttpxClient, "httpx", concurrency, timeout_s)

@@ -26,44 +26,44 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("flavour", ["openai", "anthropic"])
 @pytest.mark.parametrize("limit", [1, 4])
 def test_in_flight_requests_never_exceed_the_limit(flavour: str, limit: int) -> None:
-    with SERVER_FOR[flavour](delay=0.05) as server:
+    with SERVER_FOR[flavour](delay=0.03) as server:
         p = build_provider(
             {"provider": flavour, "model": "fake-model", "base_url": server.sdk_base_url, "concurrency": limit}
         )
 
         async def batch() -> list:
             messages = [{"role": "user", "content": "Propose one."}]
-            return await asyncio.gather(*(p.structured(messages, Method) for _ in range(12)))
+            return await asyncio.gather(*(p.structured(messages, Method) for _ in range(8)))
 
         results = asyncio.run(batch())
     assert all(r.ok for r in results)
-    assert server.requests == 12
+    assert server.requests == 8
     assert server.max_in_flight == limit
 
 
 def test_retries_wait_outside_the_limit() -> None:
-    """A call sleeping in backoff holds no slot: others proceed meanwhile."""
-    with SERVER_FOR["openai"](["429:1"], delay=0.02) as server:
+    """A call sleeping on Retry-After holds no slot: with a limit of 1, other calls
+    started after its 429 all finish before it does."""
+    with SERVER_FOR["openai"](["429:1"]) as server:
         p = build_provider(
-            {
-                "provider": "openai",
-                "model": "fake-model",
-                "base_url": server.sdk_base_url,
-                "concurrency": 1,
-                "backoff_initial_s": 0.01,
-            }
+            {"provider": "openai", "model": "fake-model", "base_url": server.sdk_base_url, "concurrency": 1}
         )
+        finished: list[str] = []
 
-        async def batch() -> list:
-            messages = [{"role": "user", "content": "Propose one."}]
-            first = asyncio.create_task(p.structured(messages, Method))
-            await asyncio.sleep(0.05)  # the first call is now sleeping on Retry-After: 1
-            others = await asyncio.wait_for(
-                asyncio.gather(*(p.structured(messages, Method) for _ in range(5))), timeout=0.9
-            )
-            return [await first, *others]
+        async def call(name: str) -> bool:
+            result = await p.structured([{"role": "user", "content": "Propose one."}], Method)
+            finished.append(name)
+            return result.ok
+
+        async def batch() -> list[bool]:
+            first = asyncio.create_task(call("first"))
+            while server.requests == 0:  # wait until the 429 is on its way back
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            others = [asyncio.create_task(call(f"other{i}")) for i in range(5)]
+            return await asyncio.gather(first, *others)
 
         results = asyncio.run(batch())
-    assert all(r.ok for r in results)
-    assert results[0].cost.calls == 2
+    assert all(results)
+    assert finished[-1] == "first" and len(finished) == 6
     assert server.max_in_flight == 1
