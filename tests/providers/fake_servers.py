@@ -17,6 +17,7 @@ server follows a *script*, one entry per request, then answers normally:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
@@ -230,6 +231,17 @@ class FakeAnthropic(FakeServer):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def run_closed(provider: Any, method: str, *args: Any) -> Any:
+    """``asyncio.run(provider.method(*args))``, closing the provider's client before the
+    loop ends, as a careful caller does (no sockets left for the collector)."""
+
+    async def go() -> Any:
+        async with provider:
+            return await getattr(provider, method)(*args)
+
+    return asyncio.run(go())
 
 
 SERVER_FOR = {"openai": FakeOpenAI, "vllm": FakeOpenAI, "anthropic": FakeAnthropic}

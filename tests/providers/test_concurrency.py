@@ -33,7 +33,8 @@ def test_in_flight_requests_never_exceed_the_limit(flavour: str, limit: int) -> 
 
         async def batch() -> list:
             messages = [{"role": "user", "content": "Propose one."}]
-            return await asyncio.gather(*(p.structured(messages, Method) for _ in range(8)))
+            async with p:
+                return await asyncio.gather(*(p.structured(messages, Method) for _ in range(8)))
 
         results = asyncio.run(batch())
     assert all(r.ok for r in results)
@@ -61,7 +62,8 @@ def test_retries_wait_outside_the_limit() -> None:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
             others = [asyncio.create_task(call(f"other{i}")) for i in range(5)]
-            return await asyncio.gather(first, *others)
+            async with p:
+                return await asyncio.gather(first, *others)
 
         results = asyncio.run(batch())
     assert all(results)

@@ -4,7 +4,6 @@ one attempt; and the cost counts every attempt."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from ouro.agents.providers import CallResult, build_provider
-from tests.providers.fake_servers import SERVER_FOR, TOKENS_IN, TOKENS_OUT, FakeServer
+from tests.providers.fake_servers import SERVER_FOR, TOKENS_IN, TOKENS_OUT, FakeServer, run_closed
 
 FLAVOURS = ["openai", "vllm", "anthropic"]
 PRICES = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
@@ -45,7 +44,7 @@ def ask(flavour: str, server: FakeServer, **overrides: object) -> CallResult:
     )
     settings.update(overrides)
     provider = build_provider(settings)
-    return asyncio.run(provider.structured(MESSAGES, Method))
+    return run_closed(provider, "structured", MESSAGES, Method)
 
 
 def usd(successes: int) -> float:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from ouro.agents.providers import Provider, build_provider
-from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI, FakeServer
+from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI, FakeServer, run_closed
 
 MESSAGES = [
     {"role": "system", "content": "You propose estimators."},
@@ -38,7 +38,7 @@ def provider(flavour: str, server: FakeServer, **overrides: object) -> Provider:
 def test_openai_asks_for_a_json_schema_response() -> None:
     with FakeOpenAI() as server:
         p = provider("openai", server, temperature=0.3, max_tokens=99)
-        asyncio.run(p.structured(MESSAGES, Method))
+        run_closed(p, "structured", MESSAGES, Method)
     body = server.bodies[0]
     assert body["response_format"] == {
         "type": "json_schema",
@@ -51,7 +51,7 @@ def test_openai_asks_for_a_json_schema_response() -> None:
 
 def test_openai_strict_mode_is_optional() -> None:
     with FakeOpenAI() as server:
-        asyncio.run(provider("openai", server, strict=True).structured(MESSAGES, Method))
+        run_closed(provider("openai", server, strict=True), "structured", MESSAGES, Method)
     assert server.bodies[0]["response_format"]["json_schema"]["strict"] is True
 
 
@@ -64,7 +64,7 @@ def test_openai_strict_mode_is_optional() -> None:
 )
 def test_vllm_uses_guided_decoding(mode: str, field: str, value: dict) -> None:
     with FakeOpenAI() as server:
-        asyncio.run(provider("vllm", server, structured_mode=mode).structured(MESSAGES, Method))
+        run_closed(provider("vllm", server, structured_mode=mode), "structured", MESSAGES, Method)
     body = server.bodies[0]
     assert body[field] == value
     assert "response_format" not in body
@@ -72,40 +72,40 @@ def test_vllm_uses_guided_decoding(mode: str, field: str, value: dict) -> None:
 
 def test_vllm_can_use_response_format_instead() -> None:
     with FakeOpenAI() as server:
-        asyncio.run(provider("vllm", server, structured_mode="response_format").structured(MESSAGES, Method))
+        run_closed(provider("vllm", server, structured_mode="response_format"), "structured", MESSAGES, Method)
     assert server.bodies[0]["response_format"]["type"] == "json_schema"
 
 
 def test_vllm_needs_no_key_and_sends_a_placeholder() -> None:
     with FakeOpenAI() as server:
-        result = asyncio.run(provider("vllm", server).structured(MESSAGES, Method))
+        result = run_closed(provider("vllm", server), "structured", MESSAGES, Method)
     assert result.ok and server.auth == ["Bearer EMPTY"]
 
 
 def test_vllm_uses_its_key_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_API_KEY", "local-secret")
     with FakeOpenAI() as server:
-        asyncio.run(provider("vllm", server).structured(MESSAGES, Method))
+        run_closed(provider("vllm", server), "structured", MESSAGES, Method)
     assert server.auth == ["Bearer local-secret"]
 
 
 def test_vllm_adapter_is_selected_by_model_name() -> None:
     with FakeOpenAI(models=["base", "gen-3"]) as server:
         p = provider("vllm", server, model="base", adapter="gen-3")
-        result = asyncio.run(p.structured(MESSAGES, Method))
+        result = run_closed(p, "structured", MESSAGES, Method)
     assert result.ok and result.model == "gen-3"
     assert server.bodies[0]["model"] == "gen-3"
 
 
 def test_vllm_lists_served_models() -> None:
     with FakeOpenAI(models=["base", "gen-1", "gen-2"]) as server:
-        names = asyncio.run(provider("vllm", server).list_models())
+        names = run_closed(provider("vllm", server), "list_models")
     assert names == ["base", "gen-1", "gen-2"]
 
 
 def test_anthropic_forces_one_tool_and_lifts_the_system_prompt() -> None:
     with FakeAnthropic() as server:
-        result = asyncio.run(provider("anthropic", server, max_tokens=77).structured(MESSAGES, Method))
+        result = run_closed(provider("anthropic", server, max_tokens=77), "structured", MESSAGES, Method)
     assert result.ok
     body = server.bodies[0]
     assert body["system"] == "You propose estimators."
@@ -121,14 +121,14 @@ def test_anthropic_forces_one_tool_and_lifts_the_system_prompt() -> None:
 
 def test_anthropic_sends_temperature_only_when_set() -> None:
     with FakeAnthropic() as server:
-        asyncio.run(provider("anthropic", server, temperature=0.2).structured(MESSAGES, Method))
+        run_closed(provider("anthropic", server, temperature=0.2), "structured", MESSAGES, Method)
     assert server.bodies[0]["temperature"] == 0.2
 
 
 @pytest.mark.parametrize(("flavour", "server_class"), [("openai", FakeOpenAI), ("anthropic", FakeAnthropic)])
 def test_chat_returns_text_with_its_cost(flavour: str, server_class: type[FakeServer]) -> None:
     with server_class() as server:
-        result = asyncio.run(provider(flavour, server).chat(MESSAGES))
+        result = run_closed(provider(flavour, server), "chat", MESSAGES)
     assert result.ok and result.value is None
     assert result.text == '{"family": "trimmed_mean", "alpha": 0.2}'
     assert result.cost.calls == 1 and result.cost.tokens_in > 0
@@ -137,7 +137,7 @@ def test_chat_returns_text_with_its_cost(flavour: str, server_class: type[FakeSe
 
 def test_chat_failure_is_a_value_not_an_exception() -> None:
     with FakeOpenAI(["401"]) as server:
-        result = asyncio.run(provider("openai", server).chat(MESSAGES))
+        result = run_closed(provider("openai", server), "chat", MESSAGES)
     assert not result.ok and result.error.startswith("fatal error, not retried: HTTP 401")
 
 
@@ -146,23 +146,19 @@ def test_fenced_json_is_accepted() -> None:
         server.ok_body = lambda request, content: FakeOpenAI.ok_body(  # type: ignore[method-assign]
             server, request, '```json\n{"family": "median", "alpha": 0}\n```'
         )
-        result = asyncio.run(provider("openai", server).structured(MESSAGES, Method))
+        result = run_closed(provider("openai", server), "structured", MESSAGES, Method)
     assert result.value == Method(family="median", alpha=0)
 
 
 @pytest.mark.parametrize(("flavour", "server_class"), [("vllm", FakeOpenAI), ("anthropic", FakeAnthropic)])
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # the first loop's client is left open on purpose
 def test_one_provider_survives_several_event_loops(flavour: str, server_class: type[FakeServer]) -> None:
-    """Callers may use asyncio.run more than once; each loop gets its own client."""
+    """Callers may use asyncio.run more than once, closing the client or not; each loop
+    gets its own client and concurrency gate."""
     with server_class() as server:
         p = provider(flavour, server)
-        first = asyncio.run(p.structured(MESSAGES, Method))
-        second = asyncio.run(p.structured(MESSAGES, Method))
-
-        async def twice_then_close() -> bool:
-            result = await p.chat(MESSAGES)
-            await p.aclose()
-            return result.ok
-
-        third = asyncio.run(twice_then_close())
-    assert first.ok and second.ok and third
+        first = asyncio.run(p.structured(MESSAGES, Method))  # never closed
+        second = run_closed(p, "structured", MESSAGES, Method)
+        third = run_closed(p, "chat", MESSAGES)
+    assert first.ok and second.ok and third.ok
     assert server.requests == 3
