@@ -7,7 +7,9 @@ server that answers at once: the whole client-side cost of a call, in millisecon
 through the provider and through the bare SDK.
 
 The server runs in a process of its own, so its CPU does not share the client's
-interpreter; the client is one asyncio loop, as in an experiment.
+interpreter; the client is one asyncio loop, as in an experiment. The client's CPU time
+per call is reported too: one loop cannot go faster than one core allows, and
+``cpu_bound_ceiling_calls_per_s`` says where that is on the machine at hand.
 
     python benchmarks/provider_concurrency.py --json
 """
@@ -83,14 +85,26 @@ async def timed_batch(provider: OpenAIProvider, calls: int) -> float:
 
 
 async def level(concurrency: int, seconds: float) -> dict:
+    """``concurrency`` workers call back to back for ``seconds``: the level lasts that
+    long whatever the throughput, and exactly ``concurrency`` calls are in flight."""
     ideal = concurrency / DELAY_S
-    calls = max(int(ideal * seconds), concurrency)
     with fake_server(DELAY_S) as url:
         async with make(url, concurrency) as provider:
             await timed_batch(provider, concurrency)  # open the connections first
-            cpu = time.process_time()
-            elapsed = await timed_batch(provider, calls)
-            cpu = time.process_time() - cpu
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> int:
+                done = 0
+                while time.perf_counter() < deadline:
+                    result = await provider.structured(MESSAGES, Method)
+                    if not result.ok:
+                        raise RuntimeError(result.error)
+                    done += 1
+                return done
+
+            started, cpu = time.perf_counter(), time.process_time()
+            calls = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         observed = server_stats(url)["max_in_flight"]
     rate = calls / elapsed
     return {
@@ -101,6 +115,7 @@ async def level(concurrency: int, seconds: float) -> dict:
         "ideal_calls_per_s": ideal,
         "ratio": round(rate / ideal, 3),
         "client_cpu_ms_per_call": round(1e3 * cpu / calls, 3),
+        "cpu_bound_ceiling_calls_per_s": round(calls / cpu, 1),
         "max_in_flight_seen_by_server": observed,
     }
 
