@@ -1,0 +1,130 @@
+"""Anthropic messages, through the official ``anthropic.AsyncAnthropic`` client.
+
+Structured output is a single forced tool: its ``input_schema`` is the pydantic JSON
+schema and ``tool_choice`` names it, so the reply is a ``tool_use`` block whose input is
+the object. System messages go in the ``system`` parameter, as the API requires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, ClassVar, Literal
+
+import anthropic
+from pydantic import BaseModel
+
+from ._http import pooled_client
+from .base import (
+    Failure,
+    Message,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    RawReply,
+    classify_status,
+    json_schema_of,
+)
+
+
+class AnthropicConfig(ProviderConfig):
+    """An Anthropic endpoint. The key is read from the environment variable named by
+    ``api_key_env``, never from the config file.
+
+    ``temperature`` defaults to unset: recent SDKs no longer list it and recent models
+    may refuse it; when set, it is sent as an extra body field.
+    """
+
+    provider: Literal["anthropic"] = "anthropic"
+    temperature: float | None = None
+    base_url: str | None = None
+    api_key_env: str = "ANTHROPIC_API_KEY"
+
+    def build(self) -> "AnthropicProvider":
+        return AnthropicProvider(self)
+
+
+class AnthropicProvider(Provider):
+    name: ClassVar[str] = "anthropic"
+    api_errors = (anthropic.AnthropicError,)
+    config: AnthropicConfig
+
+    def __init__(self, config: AnthropicConfig) -> None:
+        super().__init__(config)
+        # The SDK constructs without a key and fails at the first request with a
+        # TypeError; check here so the error comes first and names the variable.
+        self._api_key = os.environ.get(config.api_key_env, "")
+        if not self._api_key:
+            raise ProviderConfigError(
+                f"anthropic provider for model {config.model!r} needs an API key: "
+                f"set the environment variable {config.api_key_env}"
+            )
+
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_s,
+            max_retries=0,
+            http_client=_http_client(self.config.concurrency, self.config.timeout_s),
+        )
+
+    async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        fields: dict[str, Any] = {}
+        if system:
+            fields["system"] = system
+        if schema is not None:
+            name, json_schema = json_schema_of(schema)
+            description = (schema.__doc__ or "").strip() or "Give the answer as this tool's input."
+            fields["tools"] = [{"name": name, "description": description, "input_schema": json_schema}]
+            fields["tool_choice"] = {"type": "tool", "name": name}
+        if self.config.temperature is not None:
+            fields["extra_body"] = {"temperature": self.config.temperature}
+        response = await self._client().messages.create(
+            model=self.request_model,
+            max_tokens=self.config.max_tokens,
+            messages=turns,
+            **fields,
+        )
+        return RawReply(text=_reply_text(response.content, schema is not None), **_usage(response.usage))
+
+    def classify(self, exc: BaseException) -> Failure:
+        if isinstance(exc, anthropic.APIStatusError):
+            return classify_status(exc.status_code)
+        if isinstance(exc, (anthropic.APIConnectionError, anthropic.RetryableError)):
+            return "transient"  # timeouts included
+        return "fatal"
+
+
+def _reply_text(blocks: list[Any], want_tool: bool) -> str:
+    """The tool input as JSON when a tool was forced, else the text blocks joined.
+
+    A forced tool that did not come back yields the text instead, which then fails
+    validation and is asked again, like any other invalid output.
+    """
+    if want_tool:
+        for block in blocks:
+            if block.type == "tool_use":
+                return json.dumps(block.input, ensure_ascii=False)
+    return "".join(block.text for block in blocks if block.type == "text")
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    """Input tokens include cache writes and reads: they were all sent."""
+    if usage is None:
+        return {"tokens_in": 0, "tokens_out": 0}
+    tokens_in = (
+        (usage.input_tokens or 0)
+        + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
+        + (getattr(usage, "cache_read_input_tokens", 0) or 0)
+    )
+    return {"tokens_in": tokens_in, "tokens_out": usage.output_tokens or 0}
+
+
+def _http_client(concurrency: int, timeout_s: float) -> Any:
+    """The SDK's client class derives from httpx's or httpx2's, by release."""
+    factory = anthropic.DefaultAsyncHttpxClient
+    base = next(c for c in factory.__mro__ if c.__name__ == "AsyncClient")
+    return pooled_client(factory, base.__module__.split(".")[0], concurrency, timeout_s)

@@ -1,0 +1,109 @@
+"""Configs: the registry, strict validation, and keys checked before any request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from ouro.agents.providers import (
+    PROVIDERS,
+    AnthropicConfig,
+    AnthropicProvider,
+    CallResult,
+    OpenAIConfig,
+    Provider,
+    ProviderConfig,
+    ProviderConfigError,
+    RawReply,
+    VLLMConfig,
+    VLLMProvider,
+    build_provider,
+    provider_config,
+)
+from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI
+
+
+def test_registry_names_every_provider() -> None:
+    assert PROVIDERS == {"openai": OpenAIConfig, "vllm": VLLMConfig, "anthropic": AnthropicConfig}
+
+
+def test_yaml_mapping_picks_the_config_class() -> None:
+    cfg = provider_config({"provider": "vllm", "model": "m", "adapter": "gen-2", "concurrency": 32})
+    assert isinstance(cfg, VLLMConfig)
+    assert (cfg.base_url, cfg.adapter, cfg.concurrency, cfg.max_attempts) == (
+        "http://127.0.0.1:8000/v1",
+        "gen-2",
+        32,
+        5,
+    )
+    assert isinstance(build_provider(cfg), VLLMProvider)
+
+
+def test_unknown_keys_and_providers_are_errors() -> None:
+    with pytest.raises(ValidationError):
+        provider_config({"provider": "openai", "model": "m", "api_key": "sk-in-a-file"})
+    with pytest.raises(ValidationError):
+        provider_config({"provider": "nope", "model": "m"})
+
+
+def test_prices_turn_tokens_into_dollars() -> None:
+    cfg = OpenAIConfig(model="m", prices={"input_per_mtok": 2.5, "output_per_mtok": 10})
+    assert cfg.prices.usd(1_000_000, 100_000) == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        ({"provider": "openai", "model": "m"}, "OPENAI_API_KEY"),
+        ({"provider": "anthropic", "model": "m"}, "ANTHROPIC_API_KEY"),
+        ({"provider": "openai", "model": "m", "api_key_env": "MY_GATEWAY_KEY"}, "MY_GATEWAY_KEY"),
+    ],
+)
+def test_missing_key_fails_at_construction_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, settings: dict, variable: str
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MY_GATEWAY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    server_class = FakeAnthropic if settings["provider"] == "anthropic" else FakeOpenAI
+    with server_class() as server:
+        with pytest.raises(ProviderConfigError, match=f"set the environment variable {variable}"):
+            build_provider({**settings, "base_url": server.sdk_base_url})
+    assert server.requests == 0
+
+
+def test_empty_key_counts_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")
+    with pytest.raises(ProviderConfigError, match="ANTHROPIC_API_KEY"):
+        AnthropicProvider(AnthropicConfig(model="m"))
+
+
+class Answer(BaseModel):
+    x: int
+
+
+class _Broken(Provider):
+    """A provider whose code has a bug: the bug must surface, not pass for an API failure."""
+
+    name = "broken"
+
+    def _make_client(self) -> None:
+        return None
+
+    async def _call(self, messages, schema) -> RawReply:  # type: ignore[no-untyped-def]
+        return RawReply(text=str(1 / 0))
+
+    def classify(self, exc: BaseException) -> str:  # type: ignore[override]
+        return "fatal"
+
+
+def test_a_bug_is_raised_not_recorded_as_a_failed_call() -> None:
+    p = _Broken(ProviderConfig(provider="broken", model="m"))
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(p.structured([{"role": "user", "content": "x"}], Answer))
+
+
+def test_call_result_reports_success() -> None:
+    assert CallResult(value=Answer(x=1)).ok
+    assert not CallResult(error="rate limited: giving up after 5 attempts").ok
