@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.special import ndtr
 
 from ouro.environments.estimators.methods import FAMILIES, FAMILY_NAMES, param_of, parse_method
 
 from .base import RESEARCHERS, ResearcherConfig
 
 _EDGE = 1e-6  # keep hyper-parameters strictly inside their open ranges
+BIN = 1e-3  # resolution of a hyper-parameter, as a fraction of its range, for likelihoods
 
 
 def _to_unbounded(fam, value: np.ndarray) -> np.ndarray:
@@ -90,10 +92,13 @@ class StatisticalResearcher:
         return out
 
     def log_likelihood(self, methods: list) -> np.ndarray:
-        """Log density of each method: log family mass + log parameter density on the unbounded scale.
+        """Log probability that the model proposes each method, at a fixed resolution.
 
-        A family whose spread has collapsed to 0 puts all its mass on one value: methods
-        at that value get +inf, others -inf.
+        A method without a hyper-parameter has its family's mass. A parametric method is
+        the event "this family, and a hyper-parameter within 1/1000 of its range of this
+        value": family mass times the normal mass of that bin on the unbounded scale. Both
+        are probabilities, so they can be ranked against each other (a density could not:
+        it would favour whichever family happens to be concentrated).
         """
         out = np.empty(len(methods))
         for i, m in enumerate(methods):
@@ -101,14 +106,20 @@ class StatisticalResearcher:
             lp = np.log(self.probs[j]) if self.probs[j] > 0 else -np.inf
             fam = FAMILIES[m.family]
             if fam.param is not None and np.isfinite(lp):
-                z = float(_to_unbounded(fam, np.array([param_of(m)]))[0])
-                sd = self.sd[m.family]
-                if sd > 0:
-                    lp += -0.5 * ((z - self.loc[m.family]) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
-                else:
-                    lp = np.inf if abs(z - self.loc[m.family]) < 1e-9 else -np.inf
+                lp += self._log_bin_mass(fam, param_of(m))
             out[i] = lp
         return out
+
+    def _log_bin_mass(self, fam, value: float) -> float:
+        lo, hi = (np.log(fam.low), np.log(fam.high)) if fam.log_scale else (fam.low, fam.high)
+        u = ((np.log(value) if fam.log_scale else value) - lo) / (hi - lo)
+        edges = np.clip([u - BIN / 2, u + BIN / 2], _EDGE, 1 - _EDGE)
+        z_lo, z_hi = np.log(edges) - np.log1p(-edges)
+        loc, sd = self.loc[fam.name], self.sd[fam.name]
+        if sd == 0:
+            return 0.0 if z_lo <= loc <= z_hi else -np.inf
+        mass = ndtr((z_hi - loc) / sd) - ndtr((z_lo - loc) / sd)
+        return float(np.log(mass)) if mass > 0 else -np.inf
 
     # --------------------------------------------------------------- state
     def state(self) -> dict:

@@ -64,7 +64,7 @@ def test_one_member_family_collapses_to_a_point_and_likelihood_says_so():
     props = r.propose(10, np.random.default_rng(0))
     assert all(param_of(m) == pytest.approx(1.5) for m in props)
     ll = r.log_likelihood([env.parse_method({"family": "huber", "c": 1.5}), env.parse_method({"family": "huber", "c": 2.5})])
-    assert ll[0] == np.inf and ll[1] == -np.inf
+    assert ll[0] == 0.0 and ll[1] == -np.inf  # all the mass on c = 1.5: probability 1 and 0
 
 
 def test_smoothing_keeps_lost_families_alive():
@@ -73,6 +73,20 @@ def test_smoothing_keeps_lost_families_alive():
     r.learn([env.parse_method({"family": "mean"})] * 10)
     assert np.all(r.probs > 0)
     assert r.probs[FAMILY_NAMES.index("mean")] == pytest.approx(11 / 17)
+
+
+def test_likelihood_is_a_probability_comparable_across_families():
+    env = EstimatorsConfig().build()
+    r = _researcher()
+    r.learn(env.real_data(None))
+    methods = env.real_data(None)
+    p = np.exp(r.log_likelihood(methods))
+    assert np.all((p >= 0) & (p <= 1))
+    # the mean is 6 of 20 in the corpus: probability 0.3 exactly
+    assert p[0] == pytest.approx(0.3)
+    # a bin of 1/1000 of the range holds far less than its family's mass of 3/20
+    huber = [i for i, m in enumerate(methods) if m.family == "huber"]
+    assert np.all(p[huber] < 0.15 * 0.01)
 
 
 def test_unbounded_transform_round_trips():
