@@ -51,12 +51,17 @@ def run_arm(run_dir: str, arm: str) -> ArmOutcome:
         graph = build_graph(cohort, generations, saver)
         cfg = thread_config(arm, generations)
         snapshot = graph.get_state(cfg)
-        if not snapshot.values:
-            final = graph.invoke({"generation": 0, "stopped": None}, cfg)
+        finished = rd.arm(arm).finished_generations()
+        first_open = next((g for g in range(generations) if g not in set(finished)), generations)
+        stopped = rd.arm(arm).read_record(first_open - 1).get("stopped") if first_open > 0 else None
+        if first_open >= generations or stopped:
+            final = {"generation": first_open, "stopped": stopped}
         elif snapshot.next:
-            final = graph.invoke(None, cfg)
+            final = graph.invoke(None, cfg)  # continue where the graph stands (a pending interrupt too)
         else:
-            final = snapshot.values
+            # No checkpoint, or a last checkpoint that a killed process left without a next
+            # step: the records say where the arm stands, and every stage skips finished work.
+            final = graph.invoke({"generation": first_open, "stopped": None}, cfg)
     return ArmOutcome(arm, int(final.get("generation", 0)), final.get("stopped"))
 
 
