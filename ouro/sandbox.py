@@ -14,19 +14,23 @@ runs in the caller's process. Three layers stand between it and the host:
 3. The operating system. A sandbox server is spawned (never forked) from a clean
    interpreter (``-I -S -B``, a minimal environment, its own process group) and
    imports numpy once. Each method then runs in its own process forked from that
-   server, so process start costs about a millisecond, a crash or a monkeypatch stays
-   with its own method, and the server itself never runs user code. Before user code
-   runs, that process gets rlimits (CPU, address space, no new processes, no file
-   writes, no new file descriptors, no core files) and, when the host runs as root, a
-   chroot into an empty directory and the uid of ``nobody``. The server kills it at
-   the wall-clock limit; the host kills the server's whole process group if the server
-   itself stops answering, and starts a new one for the methods left.
+   server, so a crash or a monkeypatch stays with its own method and the server
+   itself never runs user code. That process is prepared ahead of its method (forked,
+   data and scratch memory faulted in, confined: when the host runs as root, chrooted
+   into an empty directory as ``nobody``); when the method arrives it gets rlimits
+   (CPU, address space, no new processes, no file writes, no new file descriptors, no
+   core files) and only then runs it. The server kills it at the wall-clock limit; the
+   host kills the server's whole process group if the server itself stops answering,
+   and starts a new one for the methods left.
 
-Data crosses process boundaries as raw float64 bytes of known length plus one JSON
-line of plain strings and numbers per method: nothing is ever unpickled.
+Data goes in through a memfd the host writes and each method's process maps
+privately (copy on write); values come back as raw float64 bytes of known length plus
+one JSON line of plain strings and numbers per method: nothing is ever unpickled.
 
 The server stays up between calls (one per host process, started on first use), so
-the interpreter and numpy start once per session rather than once per call.
+the interpreter and numpy start once per session rather than once per call; that
+start (about 0.2 s here) costs far more than the work of
+a 10,000-replication trimmed mean (benchmarks/sandbox_throughput.py).
 
 Linux only (``resource``, ``/proc``, ``fork``, ``chroot``). docs/sandbox.md says what
 this protects against and what it does not.
@@ -36,11 +40,13 @@ from __future__ import annotations
 
 import ast
 import atexit
+import functools
 import gc
 import importlib
 import importlib.util
 import json
 import math
+import mmap
 import os
 import resource
 import select
@@ -149,6 +155,11 @@ _SAFE_BUILTIN_NAMES: tuple[str, ...] = (
 MAX_SOURCE_CHARS = 100_000
 _FILENAME = "<method>"
 _RESULT_FD = 3                  # the one descriptor a method's process may write to
+_JOB_FD = 4                     # where a prepared process reads its job (closed before user code)
+_MADV_POPULATE_READ = 22        # Linux 5.14+; not exported by the mmap module before Python 3.12
+_MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in ...
+_MAX_SCRATCH = 128 << 20        # ... twice the data's size, within these bounds
+_READY_TIMEOUT = 30.0           # seconds for a prepared process to get ready
 _KEEP_OUTPUT = 2_000            # characters of printed output kept in a result
 _MAX_REASON = 500               # characters of a rejection reason
 _MAX_CHILD_HEADER = 16_384      # bytes of the JSON line a method's process sends
@@ -157,22 +168,28 @@ _PRELOAD_ALLOWANCE = 120.0      # seconds for the server to accept a request (it
 _GRACE = 3.0                    # seconds the host waits beyond the wall limit before giving up on the server
 _NOBODY = 65534
 
+# The server's whole environment. One BLAS thread (a method's process may not start
+# threads: RLIMIT_NPROC counts them). glibc malloc serves large blocks from the heap and
+# never trims it, so that the scratch memory a prepared process faults in is what the
+# method's arrays reuse.
 _CHILD_ENV = {
     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1", "LC_ALL": "C.UTF-8",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+    "MALLOC_TOP_PAD_": str(16 << 20),
 }
 
 # Runs in a fresh ``python -I -S -B``: finds numpy and scipy through the directories
 # passed on the command line and loads this very file as a private module.
 _BOOTSTRAP = """\
 import sys
-sys.path.extend(sys.argv[3:])
+sys.path.extend(sys.argv[4:])
 import importlib.util as u
 s = u.spec_from_file_location('_ouro_sandbox_server', sys.argv[1])
 m = u.module_from_spec(s)
 sys.modules[s.name] = m
 s.loader.exec_module(m)
-m._serve(sys.argv[2])
+m._serve(sys.argv[2], int(sys.argv[3]))
 """
 
 
@@ -183,7 +200,8 @@ m._serve(sys.argv[2])
 class SandboxLimits:
     """Limits for one method's evaluation (all replications of it).
 
-    cpu_seconds: CPU time, rounded up to whole seconds (RLIMIT_CPU).
+    cpu_seconds: CPU time (RLIMIT_CPU, which counts whole seconds: the limit is
+        rounded to the nearest second, at least one).
     wall_seconds: wall-clock time from process start to result, enforced by killing.
     memory_mb: address space the method may add on top of the loaded interpreter,
         numpy and the data (RLIMIT_AS = baseline + memory_mb).
@@ -240,34 +258,38 @@ def check_source(source: str, entry_points: Sequence[str] = ENTRY_POINTS) -> str
     """
     if not isinstance(source, str):
         return f"source is {type(source).__name__}, expected str"
+    return _analyse(source, tuple(entry_points))[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse(source: str, entry_points: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
+    """(reason or None, allowed modules it imports): one parse serves the check and the
+    server's preloading, and a source judged again (a new batch of data) is not re-parsed."""
     if len(source) > MAX_SOURCE_CHARS:
-        return f"source too long ({len(source)} characters, limit {MAX_SOURCE_CHARS})"
+        return f"source too long ({len(source)} characters, limit {MAX_SOURCE_CHARS})", frozenset()
     try:
         tree = ast.parse(source, _FILENAME)
     except SyntaxError as exc:
-        return f"syntax error: {exc.msg} (line {exc.lineno})"
+        return f"syntax error: {exc.msg} (line {exc.lineno})", frozenset()
     except ValueError as exc:  # e.g. null bytes in the source
-        return f"syntax error: {exc}"
+        return f"syntax error: {exc}", frozenset()
     checker = _Checker()
     checker.visit(tree)
+    imports = frozenset(checker.imports)
     if checker.problems:
         (line, _), message = min(checker.problems, key=lambda problem: problem[0])
-        return f"{message} (line {line})"
+        return f"{message} (line {line})", imports
     defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     if not defined.intersection(entry_points):
-        return "no top-level function named " + " or ".join(entry_points)
-    return None
+        return "no top-level function named " + " or ".join(entry_points), imports
+    return None, imports
 
 
-def _imported_modules(source: str) -> set[str]:
+def _imported_modules(source: str) -> frozenset[str]:
     """Allowed modules that ``source`` imports: the server preloads them."""
-    try:
-        tree = ast.parse(source, _FILENAME)
-    except (SyntaxError, ValueError):
-        return set()
-    checker = _Checker()
-    checker.visit(tree)
-    return checker.imports
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
+        return frozenset()
+    return _analyse(source, ENTRY_POINTS)[1]
 
 
 def _is_dunder(name: str) -> bool:
@@ -535,6 +557,38 @@ def _remove_jail_dir(path: str) -> None:
         pass
 
 
+class _SharedData:
+    """A memfd that the host writes each request's data into and the server reads.
+
+    Data never goes through a pipe, and the pages stay mapped on both sides between
+    requests, so a request costs a memcpy rather than page faults and context switches.
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("ouro-sandbox-data", os.MFD_CLOEXEC)
+        self.size = 0
+        self.mapping: mmap.mmap | None = None
+
+    def write(self, matrix: np.ndarray) -> None:
+        if matrix.nbytes > self.size:
+            size = max(matrix.nbytes, 2 * self.size, 1 << 20)
+            if self.mapping is not None:
+                self.mapping.close()
+            os.ftruncate(self.fd, size)
+            self.mapping = mmap.mmap(self.fd, size)
+            self.mapping.write(bytes(size))   # no holes: every page exists before a process maps it
+            self.size = size
+        assert self.mapping is not None
+        target = np.frombuffer(self.mapping, dtype=np.float64, count=matrix.size)
+        target[:] = matrix.reshape(-1)
+        del target   # a live view would keep the mapping from being closed or replaced
+
+    def close(self) -> None:
+        if self.mapping is not None:
+            self.mapping.close()
+        os.close(self.fd)
+
+
 class Sandbox:
     """A sandbox server and the methods to run code in it.
 
@@ -548,6 +602,7 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: _Channel | None = None
         self._jail: str | None = None
+        self._shared: _SharedData | None = None
         self._owner = os.getpid()
         self.enforcement: dict[str, bool] = {}
         self.start_seconds: float | None = None
@@ -580,26 +635,29 @@ class Sandbox:
 
     def _ensure_server(self) -> None:
         if self._owner != os.getpid():   # we are a fork of the process that owns the server
-            self._proc, self._channel, self._jail = None, None, None
+            self._proc, self._channel, self._jail, self._shared = None, None, None, None
             self._owner = os.getpid()
         if self._proc is not None and self._proc.poll() is None:
             return
         self._stop_server()
         if self._jail is None or not os.path.isdir(self._jail):
             self._jail = _make_jail_dir()
+        self._shared = _SharedData()
         began = time.monotonic()
         command = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP,
-                   os.path.abspath(__file__), self._jail, *_site_dirs()]
+                   os.path.abspath(__file__), self._jail, str(self._shared.fd), *_site_dirs()]
         try:
             proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=dict(_CHILD_ENV), cwd=self._jail, close_fds=True, start_new_session=True,
+                env=dict(_CHILD_ENV), cwd=self._jail, close_fds=True, pass_fds=(self._shared.fd,),
+                start_new_session=True,
             )
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox server: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None
         os.set_blocking(proc.stdin.fileno(), False)
         _enlarge_pipe(proc.stdin.fileno())
+        _enlarge_pipe(proc.stdout.fileno())
         self._proc, self._channel = proc, _Channel(proc.stdout.fileno())
         try:
             hello = json.loads(self._channel.read_line(began + _START_TIMEOUT, 1 << 16))
@@ -613,6 +671,9 @@ class Sandbox:
     def _stop_server(self, graceful: bool = True) -> None:
         """End the server: by closing its input when graceful, and in any case by killing its process group."""
         proc, self._proc, self._channel = self._proc, None, None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
         if proc is None:
             return
         if graceful and proc.poll() is None:
@@ -705,8 +766,10 @@ class Sandbox:
             "preload": preload, "entry_points": list(entry_points),
             "methods": [sources[index] for index in pending],
         }).encode() + b"\n"
-        deadline = time.monotonic() + 30.0 + matrix.nbytes / 10e6
-        _write_all(self._proc.stdin.fileno(), [header, memoryview(matrix)], deadline)
+        assert self._shared is not None
+        self._shared.write(matrix)
+        deadline = time.monotonic() + 30.0
+        _write_all(self._proc.stdin.fileno(), [header], deadline)
         assert self._channel is not None
         try:   # the server has read everything and preloaded the imports
             acknowledgement = json.loads(self._channel.read_line(deadline + _PRELOAD_ALLOWANCE, 1 << 16))
@@ -927,12 +990,16 @@ def _guarded_hasattr(obj: object, name: str) -> bool:
 class _Workspace:
     """The server's state: what children inherit (views, builtins, jail, uid)."""
 
-    def __init__(self, jail: str) -> None:
+    def __init__(self, jail: str, shared_fd: int) -> None:
         self.jail = jail
+        self.shared_fd = shared_fd
         self.root = os.geteuid() == 0
         self.nobody = _nobody_ids()
         self.failed: dict[str, str] = {}
         self.finishing: list[int] = []   # answered, exiting processes not yet reaped
+        self.spare: _Spare | None = None
+        self.scratch_bytes = _MIN_SCRATCH
+        self.generation = 0              # bumped whenever the views change
         self.views: dict[str, ModuleView] = {}
         for name in _SUPPORT_MODULES:
             importlib.import_module(name)
@@ -950,7 +1017,38 @@ class _Workspace:
                 self.failed[name] = f"{type(exc).__name__}: {exc}"
         if missing:
             self.views = _build_views()
+            self.generation += 1
             gc.freeze()   # keeps the children's garbage collector off the server's pages
+
+    def spare_key(self) -> tuple[int, int]:
+        """What a prepared process depends on: the modules it inherited and the data it mapped."""
+        return self.generation, os.fstat(self.shared_fd).st_size
+
+    def prepare_spare(self) -> None:
+        """Fork the process for the next method now, so that it gets ready off the critical path."""
+        self.discard_spare()
+        self.spare = _fork_spare(self)
+
+    def take_spare(self) -> tuple[_Spare | None, str]:
+        """A ready process for the current modules and data (forked now if need be), or None and why."""
+        spare, self.spare = self.spare, None
+        problem = ""
+        for _ in range(2):
+            if spare is None or spare.key != self.spare_key():
+                if spare is not None:
+                    _discard(spare)
+                spare = _fork_spare(self)
+            problem = _wait_ready(spare)
+            if not problem:
+                return spare, ""
+            _discard(spare)
+            spare = None
+        return None, problem
+
+    def discard_spare(self) -> None:
+        if self.spare is not None:
+            _discard(self.spare)
+            self.spare = None
 
     def reap_finished(self) -> None:
         """Collect exited method processes; wait for the oldest if too many linger."""
@@ -1013,11 +1111,11 @@ def _nobody_ids() -> tuple[int, int]:
         return _NOBODY, _NOBODY
 
 
-def _serve(jail: str) -> None:
+def _serve(jail: str, shared_fd: int) -> None:
     """Main loop of the sandbox server: read a request, evaluate each method, answer.
 
-    Request: one JSON line (rows, cols, limits, preload, entry_points, methods), then
-    rows*cols float64 bytes. Answer: one JSON line {"accepted": number of methods}
+    Request: one JSON line (rows, cols, limits, preload, entry_points, methods); the
+    rows*cols float64 values are in the shared memfd. Answer: one JSON line {"accepted": number of methods}
     once the data is read and the imports are loaded; then per method one JSON line
     (index, error, seconds, output, values), and rows*8 float64 bytes when values is
     true.
@@ -1028,35 +1126,28 @@ def _serve(jail: str) -> None:
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
-    workspace = _Workspace(jail)
+    workspace = _Workspace(jail, shared_fd)
     _send_line(out, {"ready": True, "enforced": _probe_jail(workspace)})
+    workspace.prepare_spare()
     reader = sys.stdin.buffer
     while True:
         line = reader.readline()
         if not line:
+            workspace.discard_spare()
             return
         request = json.loads(line)
-        data = np.empty((int(request["rows"]), int(request["cols"])), dtype=np.float64)
-        _read_into(reader, data)
+        rows, cols = int(request["rows"]), int(request["cols"])
         limits = SandboxLimits(**request["limits"])
         workspace.preload(list(request["preload"]))
+        workspace.scratch_bytes = min(max(_MIN_SCRATCH, 2 * rows * cols * 8), _MAX_SCRATCH)
         entry_points = tuple(request["entry_points"])
         _send_line(out, {"accepted": len(request["methods"])})
         for index, source in enumerate(request["methods"]):
-            error, payload, seconds, output = _run_method(source, data, limits, entry_points, workspace)
+            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points, workspace)
             _send_line(out, {"index": index, "error": error, "seconds": round(seconds, 6),
                              "output": output, "values": payload is not None})
             if payload is not None:
                 _write_fd(out, payload)
-
-
-def _read_into(reader: Any, array: np.ndarray) -> None:
-    view = memoryview(array).cast("B")
-    while len(view):
-        count = reader.readinto(view)
-        if not count:
-            raise EOFError("request data ended early")
-        view = view[count:]
 
 
 def _write_fd(fd: int, data: bytes | memoryview) -> None:
@@ -1069,38 +1160,38 @@ def _send_line(fd: int, message: dict[str, Any]) -> None:
     _write_fd(fd, json.dumps(message).encode() + b"\n")
 
 
-def _run_method(source: str, data: np.ndarray, limits: SandboxLimits, entry_points: tuple[str, ...],
+def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_points: tuple[str, ...],
                 workspace: _Workspace) -> tuple[str | None, bytes | None, float, str]:
-    """Fork one jailed process for one method; return (error, float64 bytes, seconds, output).
+    """Run one method in a prepared jailed process; return (error, float64 bytes, seconds, output).
 
-    A process that delivered a complete answer is reaped later (its address space
-    teardown overlaps with the next method); one that did not is waited for, so that
-    its exit status can explain what happened.
+    The process was forked and confined before the method arrived, with its data and
+    scratch memory already faulted in; the next one is forked as soon as this one has
+    its job, so that on a machine with a spare core it gets ready meanwhile. A process that delivered a complete answer is reaped later; one that did
+    not is waited for, so that its exit status can explain what happened.
     """
     workspace.reap_finished()
-    rows = data.shape[0]
+    spare, problem = workspace.take_spare()
+    if spare is None:
+        return f"sandbox could not prepare a process: {problem}", None, 0.0, ""
     began = time.monotonic()
-    read_end, write_end = os.pipe()
+    job = json.dumps({"source": source, "rows": rows, "cols": cols, "limits": asdict(limits),
+                      "entry_points": list(entry_points)}).encode() + b"\n"
     try:
-        pid = os.fork()
-    except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
-        return f"sandbox could not start a process: {exc}", None, 0.0, ""
-    if pid == 0:
-        os.close(read_end)
-        _child_main(write_end, source, data, limits, entry_points, workspace)
-    os.close(write_end)
+        _write_fd(spare.job_fd, job)
+    except OSError:   # it died before reading its job; its exit status says why
+        pass
+    os.close(spare.job_fd)
+    workspace.prepare_spare()   # the next method's process gets ready while this one runs
     try:
-        received, problem = _collect(read_end, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
+        received, problem = _collect(spare.result_fd, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
     finally:
-        os.close(read_end)
+        os.close(spare.result_fd)
     answer = _parse_answer(received, rows) if problem is None else None
     if answer is not None:
-        workspace.finishing.append(pid)
+        workspace.finishing.append(spare.pid)
         error, payload, output = answer
         return error, payload, time.monotonic() - began, output
-    status = _reap(pid, kill=problem is not None)
+    status = _reap(spare.pid, kill=problem is not None)
     seconds = time.monotonic() - began
     if problem == "timeout":
         return f"timeout after {limits.wall_seconds:g} s", None, seconds, ""
@@ -1110,6 +1201,49 @@ def _run_method(source: str, data: np.ndarray, limits: SandboxLimits, entry_poin
         return _signal_reason(os.WTERMSIG(status), limits), None, seconds, ""
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
     return f"process exited with code {code} without a complete result", None, seconds, ""
+
+
+@dataclass
+class _Spare:
+    """A forked, confined process waiting for one method on ``job_fd``."""
+
+    pid: int
+    job_fd: int      # the server writes the job here
+    result_fd: int   # "r" when ready, then the answer
+    key: tuple[int, int]
+
+
+def _fork_spare(workspace: _Workspace) -> _Spare:
+    key = workspace.spare_key()
+    job_read, job_write = os.pipe()
+    result_read, result_write = os.pipe()
+    _enlarge_pipe(result_read)   # a whole answer fits: one wakeup instead of several
+    pid = os.fork()
+    if pid == 0:
+        os.close(job_write)
+        os.close(result_read)
+        _spare_main(job_read, result_write, workspace)
+    os.close(job_read)
+    os.close(result_write)
+    return _Spare(pid, job_write, result_read, key)
+
+
+def _wait_ready(spare: _Spare) -> str:
+    """Wait for a spare's "r"; return why it is not ready, or ""."""
+    ready, _, _ = select.select([spare.result_fd], [], [], _READY_TIMEOUT)
+    if not ready:
+        return f"not ready after {_READY_TIMEOUT:g} s"
+    byte = os.read(spare.result_fd, 1)
+    return "" if byte == b"r" else "it died while getting ready"
+
+
+def _discard(spare: _Spare) -> None:
+    for fd in (spare.job_fd, spare.result_fd):
+        try:
+            os.close(fd)
+        except OSError:   # already closed after a dispatch
+            pass
+    _reap(spare.pid, kill=True)
 
 
 def _collect(fd: int, deadline: float, cap: int) -> tuple[bytes, str | None]:
@@ -1196,33 +1330,95 @@ def _signal_reason(number: int, limits: SandboxLimits) -> str:
 # --------------------------------------------------------------------------- a method's process
 
 
-def _child_main(write_end: int, source: str, data: np.ndarray, limits: SandboxLimits,
-                entry_points: tuple[str, ...], workspace: _Workspace) -> NoReturn:
-    """Body of a forked method process: jail, run, answer, exit. Never returns."""
+def _spare_main(job_fd: int, result_fd: int, workspace: _Workspace) -> NoReturn:
+    """Body of a prepared method process. Never returns.
+
+    Get ready (map and fault in the data, fault in scratch memory, confine), say "r",
+    wait for the job, apply the job's limits, run the method, answer, exit.
+    """
     code = 1
     try:
-        if write_end != _RESULT_FD:
-            os.dup2(write_end, _RESULT_FD)
-            os.close(write_end)
+        data_map = _map_data(workspace.shared_fd)
+        job_fd, result_fd = _fcntl_dup(job_fd), _fcntl_dup(result_fd)
+        os.dup2(result_fd, _RESULT_FD)
+        os.dup2(job_fd, _JOB_FD)
+        _prefault_heap(workspace.scratch_bytes)
+        baseline = _address_space_bytes()   # /proc is out of reach after the chroot
+        _confine(workspace, _JOB_FD)
+        _write_fd(_RESULT_FD, b"r")
+        job = json.loads(_read_line(_JOB_FD, MAX_SOURCE_CHARS * 8 + 4096))
+        os.close(_JOB_FD)
+        limits = SandboxLimits(**job["limits"])
+        rows, cols = int(job["rows"]), int(job["cols"])
         try:
-            _enter_jail(workspace, limits)
-        except OSError as exc:
+            _limit(limits, baseline)
+        except (OSError, ValueError) as exc:
             _answer(f"sandbox setup failed: {exc}", None, "")
         else:
-            _answer(*_evaluate(source, data, limits, entry_points, workspace))
+            if data_map is None or len(data_map) < rows * cols * 8:
+                raise RuntimeError("the data mapping is smaller than the data")
+            data = np.frombuffer(data_map, dtype=np.float64, count=rows * cols).reshape(rows, cols)
+            _answer(*_evaluate(job["source"], data, limits, tuple(job["entry_points"]), workspace))
         os.close(_RESULT_FD)   # the server sees the end now, not after this process's teardown
         code = 0
     finally:
         os._exit(code)
 
 
-def _enter_jail(workspace: _Workspace, limits: SandboxLimits) -> None:
+def _fcntl_dup(fd: int) -> int:
+    """A copy of ``fd`` numbered above the slots it is about to be moved to."""
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+
+
+def _map_data(shared_fd: int) -> mmap.mmap | None:
+    """A private (copy-on-write) mapping of the host's data, faulted in now.
+
+    Private: whatever the method writes into its data stays its own. The host writes
+    each request's data into the same pages, which this mapping keeps seeing until the
+    method writes to them.
+    """
+    size = os.fstat(shared_fd).st_size
+    if size == 0:
+        return None
+    data_map = mmap.mmap(shared_fd, size, access=mmap.ACCESS_COPY)
+    try:
+        data_map.madvise(_MADV_POPULATE_READ)
+    except OSError:   # kernels before 5.14: touch one byte per page instead
+        np.frombuffer(data_map, dtype=np.uint8)[:: mmap.PAGESIZE].sum()
+    return data_map
+
+
+def _prefault_heap(size: int) -> None:
+    """Fault in ``size`` bytes of heap and free them: with the server's malloc settings
+    (no mmap for large blocks, no trimming) the method's arrays reuse these pages
+    instead of faulting on the critical path."""
+    scratch = np.empty(size // 8, dtype=np.float64)
+    scratch.view(np.uint8)[:: mmap.PAGESIZE] = 0
+    del scratch
+
+
+def _read_line(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError("job ended early")
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+        if size > limit:
+            raise ValueError("job too long")
+
+
+def _confine(workspace: _Workspace, last_fd: int) -> None:
     """Confine this process before any user code runs; OSError if any step fails.
 
-    Descriptors: 0-2 on /dev/null, 3 the answer pipe, nothing else, and RLIMIT_NOFILE
-    = 4 so that no new one can be opened (no files, no sockets). As root: chroot into
-    the empty jail and become nobody, which also makes RLIMIT_NPROC bind (the kernel
-    exempts root from it).
+    Descriptors: 0-2 on /dev/null, then the answer pipe (and the job pipe until the job
+    is read), nothing else. As root: chroot into the empty jail and become nobody,
+    which also makes RLIMIT_NPROC bind (the kernel exempts root from it).
     """
     signal.signal(signal.SIGXCPU, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -1230,12 +1426,11 @@ def _enter_jail(workspace: _Workspace, limits: SandboxLimits) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     for fd in _open_descriptors():
-        if fd > _RESULT_FD:
+        if fd > last_fd:
             try:
                 os.close(fd)
             except OSError:   # the descriptor that listed /proc/self/fd is already gone
                 pass
-    baseline = _address_space_bytes()
     if workspace.root:
         os.chroot(workspace.jail)
         os.chdir("/")
@@ -1244,7 +1439,15 @@ def _enter_jail(workspace: _Workspace, limits: SandboxLimits) -> None:
         os.setuid(workspace.nobody[0])
     else:
         os.chdir(workspace.jail)
-    cpu = max(1, math.ceil(limits.cpu_seconds))
+
+
+def _limit(limits: SandboxLimits, baseline: int) -> None:
+    """Apply the method's rlimits: after this, no new processes, files, descriptors or core
+    files, ``memory_mb`` more address space than ``baseline`` and ``cpu_seconds`` more CPU
+    time than this process has used getting ready."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    cpu = max(math.ceil(used), round(used + limits.cpu_seconds))   # RLIMIT_CPU counts whole seconds
     memory = baseline + int(limits.memory_mb) * (1 << 20)
     for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0),
                          (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_NOFILE, _RESULT_FD + 1),
@@ -1391,7 +1594,9 @@ def _probe_jail(workspace: _Workspace) -> dict[str, bool]:
         try:
             os.close(read_end)
             os.dup2(write_end, _RESULT_FD)
-            _enter_jail(workspace, SandboxLimits(cpu_seconds=2, wall_seconds=2, memory_mb=64))
+            baseline = _address_space_bytes()
+            _confine(workspace, _RESULT_FD)
+            _limit(SandboxLimits(cpu_seconds=2, wall_seconds=2, memory_mb=64), baseline)
             report = {
                 "chroot": workspace.root,
                 "setuid_nobody": os.getuid() != 0,
