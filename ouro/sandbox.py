@@ -29,8 +29,8 @@ one JSON line of plain strings and numbers per method: nothing is ever unpickled
 
 The server stays up between calls (one per host process, started on first use), so
 the interpreter and numpy start once per session rather than once per call; that
-start (about 0.2 s here) costs far more than the work of
-a 10,000-replication trimmed mean (benchmarks/sandbox_throughput.py).
+start (about 0.2 s here) costs far more than the work of a 10,000-replication
+trimmed mean (benchmarks/sandbox_throughput.py).
 
 Linux only (``resource``, ``/proc``, ``fork``, ``chroot``). docs/sandbox.md says what
 this protects against and what it does not.

@@ -238,6 +238,27 @@ def test_batch_isolates_methods(sandbox: Sandbox, canary: Path, data: np.ndarray
                                rtol=0, atol=1e-12)
 
 
+def test_writes_to_the_data_stay_with_the_method(sandbox: Sandbox, data: np.ndarray) -> None:
+    """The data is mapped copy-on-write: a method that overwrites it changes nothing for the next."""
+    vandal = "def estimate_batch(X):\n    X[:] = 0.0\n    return X[:, 0] + 1.0\n"
+    original = data.copy()
+    results = sandbox.run([vandal, corpus.BOTH_ENTRY_POINTS, vandal, corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])
+    np.testing.assert_array_equal(results[0].values, np.ones(len(data)))
+    for result in results[1::2]:
+        np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(data, original)
+
+
+def test_data_of_any_shape_in_turn(sandbox: Sandbox) -> None:
+    """Requests of growing and shrinking size each see exactly their own data."""
+    rng = np.random.default_rng(7)
+    for shape in [(200, 30), (5_000, 40), (3, 2), (20_000, 7), (1, 1)]:
+        matrix = rng.standard_normal(shape)
+        result = sandbox.run([corpus.BOTH_ENTRY_POINTS, corpus.TRIMMED_MEAN_BY_HAND], matrix, LIMITS["fast"])
+        np.testing.assert_allclose(result[0].values, matrix.mean(axis=1), rtol=0, atol=1e-12)
+        assert result[1].ok and result[1].values is not None and result[1].values.shape == (shape[0],)
+
+
 # --------------------------------------------------------------------------- the server's lifecycle
 
 
