@@ -1,0 +1,1652 @@
+"""The sandbox for model-written methods: a static check, then a jailed child process.
+
+A method written by a model arrives as Python source that defines ``estimate(x)``
+(one sample, a 1-D float64 array, to one float) or ``estimate_batch(X)`` (one sample
+per row, to one float per row), preferred when both exist. None of that source ever
+runs in the caller's process. Three layers stand between it and the host:
+
+1. ``check_source``, on the AST: imports from an allow-list only, no dunder or private
+   attributes, no ``open``/``exec``/``eval``/``type``/..., no numpy file I/O or raw
+   memory. A rejected source never runs, and the reason names the line.
+2. In the child, the code sees restricted builtins, an importer honouring the same
+   allow-list, and *views* of the allowed modules: namespaces holding their public
+   functions and classes but no other modules and no file-I/O functions.
+3. The operating system. A sandbox server is spawned (never forked) from a clean
+   interpreter (``-I -S -B``, a minimal environment, its own process group) and
+   imports numpy once. Each method then runs in its own process forked from that
+   server, so a crash or a monkeypatch stays with its own method and the server
+   itself never runs user code. That process is prepared ahead of its method (forked,
+   data and scratch memory faulted in, confined: when the host runs as root, chrooted
+   into an empty directory as ``nobody``); when the method arrives it gets rlimits
+   (CPU, address space, no new processes, no file writes, no new file descriptors, no
+   core files) and only then runs it. The server kills it at the wall-clock limit; the
+   host kills the server's whole process group if the server itself stops answering,
+   and starts a new one for the methods left.
+
+Data goes in through a memfd the host writes and each method's process maps
+privately (copy on write); values come back as raw float64 bytes of known length plus
+one JSON line of plain strings and numbers per method: nothing is ever unpickled.
+
+The server stays up between calls (one per host process, started on first use), so
+the interpreter and numpy start once per session rather than once per call; that
+start (about 0.2 s here) costs far more than the work of a 10,000-replication
+trimmed mean (benchmarks/sandbox_throughput.py).
+
+Linux only (``resource``, ``/proc``, ``fork``, ``chroot``). docs/sandbox.md says what
+this protects against and what it does not.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import functools
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import mmap
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, NoReturn, Sequence
+
+import numpy as np
+
+__all__ = [
+    "ALLOWED_IMPORTS",
+    "ENTRY_POINTS",
+    "Sandbox",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxResult",
+    "check_source",
+    "run_methods",
+    "shutdown",
+]
+
+ENTRY_POINTS: tuple[str, ...] = ("estimate_batch", "estimate")
+
+ALLOWED_IMPORTS: frozenset[str] = frozenset({
+    "math", "statistics",
+    "numpy", "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial",
+    "scipy.stats", "scipy.special",
+})
+
+# Modules sandboxed code may hold at run time (as views): the importable ones, the
+# package ``scipy`` (holding only its allowed subpackages) and public namespaces that
+# the allowed modules expose as attributes. Any other module is left out of a view.
+_VIEW_MODULES: frozenset[str] = ALLOWED_IMPORTS | {
+    "scipy", "numpy.lib.scimath",
+    "scipy.stats.mstats", "scipy.stats.qmc", "scipy.stats.distributions", "scipy.stats.contingency",
+}
+
+# numpy 2 loads these lazily; a jailed child cannot read files, so the server imports
+# them up front together with numpy.
+_ALWAYS_PRELOADED: tuple[str, ...] = (
+    "math", "statistics", "numpy", "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial",
+)
+
+# Modules that numpy functions import on first call (np.median imports numpy.ma): the
+# server imports them so that these functions work in a jail that cannot read files.
+# They are not importable from sandboxed code.
+_SUPPORT_MODULES: tuple[str, ...] = ("numpy.ma", "numpy.ma.core", "numpy.ma.extras")
+
+# Builtins that are neither callable nor nameable in sandboxed code. ``type`` and
+# ``id`` are here because a class object plus an address is what raw-memory tricks
+# with numpy need; ``getattr``/``hasattr`` are allowed only with a literal name.
+FORBIDDEN_BUILTINS: frozenset[str] = frozenset({
+    "open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars",
+    "setattr", "delattr", "input", "breakpoint", "help", "exit", "quit", "type", "id",
+    "copyright", "credits", "license",
+})
+
+# Attribute names refused on any object, statically and at run time. Besides these,
+# every name starting with "_" is refused (dunders and private internals alike).
+DENIED_ATTRIBUTES: frozenset[str] = frozenset({
+    # file I/O, pickling and printing of files in numpy and scipy
+    "load", "loads", "save", "savez", "savez_compressed", "savetxt", "loadtxt", "genfromtxt",
+    "fromfile", "tofile", "fromregex", "memmap", "open_memmap", "dump", "dumps", "DataSource",
+    "openfile", "fromtextfile", "recfromcsv", "recfromtxt", "info", "source", "lookfor",
+    "show_config", "show_runtime", "test",
+    # namespaces and tools that reach files, processes or raw memory
+    "lib", "ctypeslib", "ctypes", "testing", "f2py", "distutils", "rec", "recarray",
+    "as_strided", "LowLevelCallable", "resize", "mro",
+    # modules that allowed modules import for themselves
+    "os", "sys", "subprocess", "builtins", "importlib", "socket", "pickle", "shutil",
+    "pathlib", "io", "signal", "inspect", "gc", "threading", "multiprocessing",
+    "resource", "tempfile", "platform", "posix",
+    # frames, code and generator internals: the classic road to a module's globals
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
+    "ag_frame", "ag_code", "ag_await", "f_back", "f_globals", "f_locals", "f_builtins",
+    "f_code", "f_trace", "tb_frame", "tb_next",
+    # process calls, named so that a stray reference fails with a precise reason
+    "system", "popen", "fork", "kill", "environ", "getenv",
+})
+
+# Dunder methods a class in sandboxed code may define. Array protocols
+# (``__array_interface__`` and friends) are absent on purpose: they hand numpy raw
+# pointers.
+_SAFE_DUNDER_METHODS: frozenset[str] = frozenset({
+    "__init__", "__call__", "__repr__", "__str__", "__len__", "__iter__", "__next__",
+    "__getitem__", "__contains__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__",
+    "__ge__", "__hash__", "__bool__",
+})
+
+_SAFE_BUILTIN_NAMES: tuple[str, ...] = (
+    "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
+    "classmethod", "complex", "dict", "dir", "divmod", "enumerate", "filter", "float",
+    "format", "frozenset", "hash", "hex", "int", "isinstance", "issubclass", "iter", "len",
+    "list", "map", "max", "memoryview", "min", "next", "object", "oct", "ord", "pow",
+    "print", "property", "range", "repr", "reversed", "round", "set", "slice", "sorted",
+    "staticmethod", "str", "sum", "super", "tuple", "zip", "Ellipsis", "NotImplemented",
+)
+
+MAX_SOURCE_CHARS = 100_000
+_FILENAME = "<method>"
+_RESULT_FD = 3                  # the one descriptor a method's process may write to
+_JOB_FD = 4                     # where a prepared process reads its job (closed before user code)
+_MADV_POPULATE_READ = 22        # Linux 5.14+; not exported by the mmap module before Python 3.12
+_MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in ...
+_MAX_SCRATCH = 128 << 20        # ... twice the data's size, within these bounds
+_READY_TIMEOUT = 30.0           # seconds for a prepared process to get ready
+_KEEP_OUTPUT = 2_000            # characters of printed output kept in a result
+_MAX_REASON = 500               # characters of a rejection reason
+_MAX_CHILD_HEADER = 16_384      # bytes of the JSON line a method's process sends
+_START_TIMEOUT = 60.0           # seconds for the server to start (imports numpy)
+_PRELOAD_ALLOWANCE = 120.0      # seconds for the server to accept a request (it may import scipy.stats)
+_GRACE = 3.0                    # seconds the host waits beyond the wall limit before giving up on the server
+_NOBODY = 65534
+
+# The server's whole environment. One BLAS thread (a method's process may not start
+# threads: RLIMIT_NPROC counts them). glibc malloc serves large blocks from the heap and
+# never trims it, so that the scratch memory a prepared process faults in is what the
+# method's arrays reuse.
+_CHILD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1", "LC_ALL": "C.UTF-8",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+    "MALLOC_TOP_PAD_": str(16 << 20),
+}
+
+# Runs in a fresh ``python -I -S -B``: finds numpy and scipy through the directories
+# passed on the command line and loads this very file as a private module.
+_BOOTSTRAP = """\
+import sys
+sys.path.extend(sys.argv[4:])
+import importlib.util as u
+s = u.spec_from_file_location('_ouro_sandbox_server', sys.argv[1])
+m = u.module_from_spec(s)
+sys.modules[s.name] = m
+s.loader.exec_module(m)
+m._serve(sys.argv[2], int(sys.argv[3]))
+"""
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits for one method's evaluation (all replications of it).
+
+    cpu_seconds: CPU time (RLIMIT_CPU, which counts whole seconds: the limit is
+        rounded to the nearest second, at least one).
+    wall_seconds: wall-clock time from process start to result, enforced by killing.
+    memory_mb: address space the method may add on top of the loaded interpreter,
+        numpy and the data (RLIMIT_AS = baseline + memory_mb).
+    max_output: characters the method may print; more is a rejection.
+    """
+
+    cpu_seconds: float = 10.0
+    wall_seconds: float = 15.0
+    memory_mb: int = 1024
+    max_output: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_output"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxLimits.{name} must be positive")
+
+
+@dataclass
+class SandboxResult:
+    """The outcome of one method.
+
+    values: shape (R,), float64, all finite, or None when rejected.
+    error: why the method was rejected, or None.
+    seconds: wall time of its evaluation (0 when the static check rejected it).
+    output: the start of what it printed.
+    system_error: True when the sandbox itself failed (its server could not start),
+        so the method was never judged: a verifier should score it as unscored, not
+        rejected.
+    """
+
+    values: np.ndarray | None
+    error: str | None
+    seconds: float = 0.0
+    output: str = ""
+    system_error: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself is unusable (its server cannot start)."""
+
+
+# --------------------------------------------------------------------------- static check
+
+
+def check_source(source: str, entry_points: Sequence[str] = ENTRY_POINTS) -> str | None:
+    """Return why ``source`` may not run, or None if it passes the static check.
+
+    The check is the first line of defence and the one that gives the most precise
+    reasons; the run-time layers catch what it cannot see.
+    """
+    if not isinstance(source, str):
+        return f"source is {type(source).__name__}, expected str"
+    return _analyse(source, tuple(entry_points))[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse(source: str, entry_points: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
+    """(reason or None, allowed modules it imports): one parse serves the check and the
+    server's preloading, and a source judged again (a new batch of data) is not re-parsed."""
+    if len(source) > MAX_SOURCE_CHARS:
+        return f"source too long ({len(source)} characters, limit {MAX_SOURCE_CHARS})", frozenset()
+    try:
+        tree = ast.parse(source, _FILENAME)
+    except SyntaxError as exc:
+        return f"syntax error: {exc.msg} (line {exc.lineno})", frozenset()
+    except ValueError as exc:  # e.g. null bytes in the source
+        return f"syntax error: {exc}", frozenset()
+    checker = _Checker()
+    checker.visit(tree)
+    imports = frozenset(checker.imports)
+    if checker.problems:
+        (line, _), message = min(checker.problems, key=lambda problem: problem[0])
+        return f"{message} (line {line})", imports
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if not defined.intersection(entry_points):
+        return "no top-level function named " + " or ".join(entry_points), imports
+    return None, imports
+
+
+def _imported_modules(source: str) -> frozenset[str]:
+    """Allowed modules that ``source`` imports: the server preloads them."""
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
+        return frozenset()
+    return _analyse(source, ENTRY_POINTS)[1]
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _attribute_denied(name: str) -> bool:
+    return name.startswith("_") or name in DENIED_ATTRIBUTES
+
+
+class _Checker(ast.NodeVisitor):
+    """Collects (line, message) for every construct outside what sandboxed code may use."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[tuple[int, int], str]] = []   # ((line, end column), message)
+        self.imports: set[str] = set()
+        self.aliases: dict[str, str] = {}   # local name -> module (or module.attr) it stands for
+        self.approved: set[int] = set()     # ids of nodes made legal by their context
+
+    def flag(self, node: ast.AST, message: str) -> None:
+        where = (getattr(node, "lineno", 0), getattr(node, "end_col_offset", 0) or 0)
+        self.problems.append((where, message))
+
+    def check_identifier(self, node: ast.AST, name: str | None) -> None:
+        if name is not None and _is_dunder(name):
+            self.flag(node, f"forbidden name '{name}'")
+
+    # imports -------------------------------------------------------------------------
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name not in ALLOWED_IMPORTS:
+                self.flag(node, f"forbidden import '{alias.name}'")
+                continue
+            self.imports.add(alias.name)
+            self.check_identifier(node, alias.asname)
+            if alias.asname:
+                self.aliases[alias.asname] = alias.name
+            else:
+                root = alias.name.split(".")[0]
+                self.aliases[root] = root
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        if node.level:
+            self.flag(node, "relative import is not allowed")
+            return
+        for alias in node.names:
+            qualified = f"{module}.{alias.name}"
+            if alias.name == "*":
+                self.flag(node, f"star import from '{module}' is not allowed")
+                continue
+            if qualified in ALLOWED_IMPORTS:
+                self.imports.add(qualified)
+            elif module in ALLOWED_IMPORTS:
+                if _attribute_denied(alias.name) or alias.name == "ndarray":
+                    self.flag(node, f"forbidden name '{qualified}'")
+                    continue
+                self.imports.add(module)
+            else:
+                parent = any(allowed.startswith(module + ".") for allowed in ALLOWED_IMPORTS)
+                self.flag(node, f"forbidden import '{qualified if parent else module}'")
+                continue
+            self.check_identifier(node, alias.asname)
+            self.aliases[alias.asname or alias.name] = qualified
+
+    # names and attributes ----------------------------------------------------------------
+    def visit_Name(self, node: ast.Name) -> None:
+        name = node.id
+        if name in FORBIDDEN_BUILTINS:
+            self.flag(node, f"forbidden builtin '{name}'")
+        elif name in ("getattr", "hasattr") and id(node) not in self.approved:
+            self.flag(node, f"{name} is allowed only when called with a literal attribute name")
+        elif name == "ndarray" and id(node) not in self.approved:
+            self.flag(node, "forbidden name 'ndarray' (allowed only inside isinstance/issubclass)")
+        elif _is_dunder(name) and not (name == "__name__" and isinstance(node.ctx, ast.Load)):
+            self.flag(node, f"forbidden name '{name}'")
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        name = node.attr
+        qualified = self.qualify(node)
+        shown = qualified or name
+        if name == "ndarray":
+            if id(node) not in self.approved:
+                self.flag(node, f"forbidden attribute '{shown}' (allowed only inside isinstance/issubclass)")
+        elif _attribute_denied(name):
+            self.flag(node, f"forbidden attribute '{shown}'")
+        elif qualified and qualified.count(".") == 1 and qualified.startswith("scipy."):
+            if qualified not in ALLOWED_IMPORTS:
+                self.flag(node, f"forbidden attribute '{qualified}'")
+        self.generic_visit(node)
+
+    def qualify(self, node: ast.Attribute) -> str | None:
+        """'numpy.load' for ``np.load`` after ``import numpy as np``; None if not rooted in an import."""
+        parts: list[str] = []
+        current: ast.AST = node
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if isinstance(current, ast.Name) and current.id in self.aliases:
+            return ".".join([self.aliases[current.id], *reversed(parts)])
+        return None
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr"):
+            literal = node.args[1] if len(node.args) >= 2 else None
+            if isinstance(literal, ast.Constant) and isinstance(literal.value, str):
+                self.approved.add(id(func))
+                if _attribute_denied(literal.value) or literal.value == "ndarray":
+                    self.flag(node, f"forbidden attribute '{literal.value}'")
+        if isinstance(func, ast.Name) and func.id in ("isinstance", "issubclass") and len(node.args) == 2:
+            classes = node.args[1]
+            for element in classes.elts if isinstance(classes, ast.Tuple) else [classes]:
+                self.approved.add(id(element))
+        for keyword in node.keywords:
+            if keyword.arg in ("buffer", "buf"):
+                self.flag(node, f"keyword argument '{keyword.arg}' is not allowed")
+        self.generic_visit(node)
+
+    # definitions and binding forms -----------------------------------------------------------
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.check_identifier(node, node.name)
+        for statement in node.body:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.approved.add(id(statement))
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        method = id(node) in self.approved
+        if _is_dunder(node.name) and not (method and node.name in _SAFE_DUNDER_METHODS):
+            self.flag(node, f"forbidden name '{node.name}'")
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_arg(self, node: ast.arg) -> None:
+        self.check_identifier(node, node.arg)
+        self.generic_visit(node)
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        self.check_identifier(node, node.arg)
+        self.generic_visit(node)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        self.check_identifier(node, node.name)
+        self.generic_visit(node)
+
+    def visit_Global(self, node: ast.Global | ast.Nonlocal) -> None:
+        for name in node.names:
+            self.check_identifier(node, name)
+
+    visit_Nonlocal = visit_Global
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        for name in node.kwd_attrs:   # `case C(attr=x)` reads x = subject.attr
+            if _attribute_denied(name) or name == "ndarray":
+                self.flag(node, f"forbidden attribute '{name}'")
+        self.generic_visit(node)
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        self.check_identifier(node, node.name)
+        self.generic_visit(node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        self.check_identifier(node, node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self.check_identifier(node, node.rest)
+        self.generic_visit(node)
+
+
+# --------------------------------------------------------------------------- host side
+
+
+class _ServerGone(Exception):
+    """The sandbox server died, closed its pipes or stopped answering."""
+
+
+class _Channel:
+    """Reads the server's stdout with deadlines: never blocks past them."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _ServerGone("stopped answering")
+        ready, _, _ = select.select([self.fd], [], [], remaining)
+        if not ready:
+            raise _ServerGone("stopped answering")
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            raise _ServerGone("closed its output")
+        self.buffer += chunk
+
+    def read_line(self, deadline: float, limit: int) -> bytes:
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[:end + 1]
+                return line
+            if len(self.buffer) > limit:
+                raise _ServerGone("sent an over-long message")
+            self._fill(deadline)
+
+    def read_exact(self, size: int, deadline: float) -> bytes:
+        while len(self.buffer) < size:
+            self._fill(deadline)
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+def _write_all(fd: int, chunks: Sequence[bytes | memoryview], deadline: float) -> None:
+    """Write to a non-blocking pipe, giving up at ``deadline`` or when the reader is gone."""
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        while len(view):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _ServerGone("stopped reading its input")
+            _, ready, _ = select.select([], [fd], [], remaining)
+            if not ready:
+                continue
+            try:
+                written = os.write(fd, view[: 1 << 20])
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _ServerGone("closed its input") from exc
+            view = view[written:]
+
+
+def _site_dirs() -> list[str]:
+    """Directories that hold numpy and scipy: the only paths the server adds to sys.path."""
+    dirs: list[str] = []
+    for name in ("numpy", "scipy"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            folder = os.path.dirname(os.path.dirname(spec.origin))
+            if folder not in dirs:
+                dirs.append(folder)
+    return dirs
+
+
+def _make_jail_dir() -> str:
+    """An empty directory that the server runs in and that children are chrooted to.
+
+    Mode 0o111: it can be entered but neither listed nor written, not even by its owner
+    (without a chmod, which sandboxed code cannot reach).
+    """
+    path = tempfile.mkdtemp(prefix="ouro-sandbox-")
+    os.chmod(path, 0o111)
+    return path
+
+
+def _remove_jail_dir(path: str) -> None:
+    try:
+        os.chmod(path, 0o700)
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+class _SharedData:
+    """A memfd that the host writes each request's data into and the server reads.
+
+    Data never goes through a pipe, and the pages stay mapped on both sides between
+    requests, so a request costs a memcpy rather than page faults and context switches.
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("ouro-sandbox-data", os.MFD_CLOEXEC)
+        self.size = 0
+        self.mapping: mmap.mmap | None = None
+
+    def write(self, matrix: np.ndarray) -> None:
+        if matrix.nbytes > self.size:
+            size = max(matrix.nbytes, 2 * self.size, 1 << 20)
+            if self.mapping is not None:
+                self.mapping.close()
+            os.ftruncate(self.fd, size)
+            self.mapping = mmap.mmap(self.fd, size)
+            self.mapping.write(bytes(size))   # no holes: every page exists before a process maps it
+            self.size = size
+        assert self.mapping is not None
+        target = np.frombuffer(self.mapping, dtype=np.float64, count=matrix.size)
+        target[:] = matrix.reshape(-1)
+        del target   # a live view would keep the mapping from being closed or replaced
+
+    def close(self) -> None:
+        if self.mapping is not None:
+            self.mapping.close()
+        os.close(self.fd)
+
+
+class Sandbox:
+    """A sandbox server and the methods to run code in it.
+
+    One server process serves any number of ``run`` calls (one at a time; calls from
+    several threads queue on a lock). It is started on first use, restarted whenever it
+    dies, and stopped by ``close`` (also on interpreter exit for the default instance).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: _Channel | None = None
+        self._jail: str | None = None
+        self._shared: _SharedData | None = None
+        self._owner = os.getpid()
+        self.enforcement: dict[str, bool] = {}
+        self.start_seconds: float | None = None
+        self.starts = 0
+
+    # lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the server now (otherwise the first ``run`` does). Raises SandboxError."""
+        with self._lock:
+            self._ensure_server()
+
+    def close(self) -> None:
+        """Stop the server and remove its directory. The sandbox restarts on next use."""
+        with self._lock:
+            self._stop_server()
+            if self._jail is not None and self._owner == os.getpid():
+                _remove_jail_dir(self._jail)
+            self._jail = None
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def server_pid(self) -> int | None:
+        """Process id of the running server (also its process group), if any."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def _ensure_server(self) -> None:
+        if self._owner != os.getpid():   # we are a fork of the process that owns the server
+            self._proc, self._channel, self._jail, self._shared = None, None, None, None
+            self._owner = os.getpid()
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._stop_server()
+        if self._jail is None or not os.path.isdir(self._jail):
+            self._jail = _make_jail_dir()
+        self._shared = _SharedData()
+        began = time.monotonic()
+        command = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP,
+                   os.path.abspath(__file__), self._jail, str(self._shared.fd), *_site_dirs()]
+        try:
+            proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                env=dict(_CHILD_ENV), cwd=self._jail, close_fds=True, pass_fds=(self._shared.fd,),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start the sandbox server: {exc}") from exc
+        assert proc.stdin is not None and proc.stdout is not None
+        os.set_blocking(proc.stdin.fileno(), False)
+        _enlarge_pipe(proc.stdin.fileno())
+        _enlarge_pipe(proc.stdout.fileno())
+        self._proc, self._channel = proc, _Channel(proc.stdout.fileno())
+        try:
+            hello = json.loads(self._channel.read_line(began + _START_TIMEOUT, 1 << 16))
+        except (_ServerGone, ValueError) as exc:
+            self._stop_server(graceful=False)
+            raise SandboxError(f"the sandbox server did not start: {exc}") from exc
+        self.enforcement = {key: bool(value) for key, value in dict(hello.get("enforced", {})).items()}
+        self.start_seconds = time.monotonic() - began
+        self.starts += 1
+
+    def _stop_server(self, graceful: bool = True) -> None:
+        """End the server: by closing its input when graceful, and in any case by killing its process group."""
+        proc, self._proc, self._channel = self._proc, None, None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+        if proc is None:
+            return
+        if graceful and proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()          # the server exits at end of input
+                proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # its children too, should any be left
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    # running ----------------------------------------------------------------------------------
+    def run(
+        self,
+        sources: Sequence[str],
+        data: np.ndarray,
+        limits: SandboxLimits | None = None,
+        *,
+        entry_points: Sequence[str] = ENTRY_POINTS,
+        static_check: bool = True,
+    ) -> list[SandboxResult]:
+        """Evaluate each source on every row of ``data``; one result per source, in order.
+
+        ``static_check=False`` skips the AST check so that tests can show the run-time
+        layers holding on their own; never turn it off for real proposals.
+        """
+        limits = limits or SandboxLimits()
+        matrix = _as_data(data)
+        results: list[SandboxResult | None] = [None] * len(sources)
+        pending: list[int] = []
+        for index, source in enumerate(sources):
+            reason = check_source(source, entry_points) if static_check else _basic_problem(source)
+            if reason is None:
+                pending.append(index)
+            else:
+                results[index] = SandboxResult(None, reason)
+        if pending:
+            preload = sorted(set().union(*(_imported_modules(sources[i]) for i in pending)))
+            with self._lock:
+                self._run_pending(pending, sources, matrix, limits, preload, tuple(entry_points), results)
+        return [result or SandboxResult(None, "sandbox returned no result", system_error=True)
+                for result in results]
+
+    def _run_pending(self, pending: list[int], sources: Sequence[str], matrix: np.ndarray,
+                     limits: SandboxLimits, preload: list[str], entry_points: tuple[str, ...],
+                     results: list[SandboxResult | None]) -> None:
+        """Send methods to the server until all have a result, restarting it when it dies.
+
+        A death while a method runs is charged to that method; a failure before the
+        server acknowledged the request (no method started yet) is retried once with a
+        fresh server, and after that reported as a system error.
+        """
+        retried = False
+        while pending:
+            try:
+                self._ensure_server()
+                self._send(pending, sources, matrix, limits, preload, entry_points)
+            except (SandboxError, _ServerGone) as exc:
+                self._stop_server(graceful=False)
+                if not retried:
+                    retried = True
+                    continue
+                for index in pending:
+                    results[index] = SandboxResult(None, f"sandbox unavailable: {exc}", system_error=True)
+                return
+            while pending:
+                index = pending[0]
+                try:
+                    results[index] = self._receive(matrix.shape[0], limits)
+                except _ServerGone as exc:
+                    reason = self._death_reason(exc)
+                    self._stop_server(graceful=False)
+                    results[index] = SandboxResult(None, reason, seconds=limits.wall_seconds)
+                    pending.pop(0)
+                    break
+                pending.pop(0)
+
+    def _send(self, pending: list[int], sources: Sequence[str], matrix: np.ndarray,
+              limits: SandboxLimits, preload: list[str], entry_points: tuple[str, ...]) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        header = json.dumps({
+            "rows": matrix.shape[0], "cols": matrix.shape[1], "limits": asdict(limits),
+            "preload": preload, "entry_points": list(entry_points),
+            "methods": [sources[index] for index in pending],
+        }).encode() + b"\n"
+        assert self._shared is not None
+        self._shared.write(matrix)
+        deadline = time.monotonic() + 30.0
+        _write_all(self._proc.stdin.fileno(), [header], deadline)
+        assert self._channel is not None
+        try:   # the server has read everything and preloaded the imports
+            acknowledgement = json.loads(self._channel.read_line(deadline + _PRELOAD_ALLOWANCE, 1 << 16))
+        except ValueError as exc:
+            raise _ServerGone(f"sent a malformed acknowledgement: {exc}") from exc
+        if acknowledgement.get("accepted") != len(pending):
+            raise _ServerGone("did not accept the request")
+
+    def _receive(self, rows: int, limits: SandboxLimits) -> SandboxResult:
+        """Read one method's outcome; the values are checked again here, never trusted."""
+        assert self._channel is not None
+        deadline = time.monotonic() + limits.wall_seconds + _GRACE
+        try:
+            message = json.loads(self._channel.read_line(deadline, 1 << 20))
+        except ValueError as exc:
+            raise _ServerGone(f"sent a malformed message: {exc}") from exc
+        error = message.get("error")
+        output = str(message.get("output", ""))[:_KEEP_OUTPUT]
+        seconds = float(message.get("seconds", 0.0))
+        if error is not None:
+            return SandboxResult(None, str(error)[:_MAX_REASON], seconds, output)
+        if message.get("values") is not True:
+            raise _ServerGone("sent neither values nor an error")
+        payload = self._channel.read_exact(rows * 8, deadline)
+        values = np.frombuffer(payload, dtype="<f8").astype(np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            return SandboxResult(None, f"non-finite result in {bad} of {rows} rows", seconds, output)
+        return SandboxResult(values, None, seconds, output)
+
+    def _death_reason(self, exc: _ServerGone) -> str:
+        proc = self._proc
+        try:   # a server that closed its output is exiting: give it a moment to report how
+            code = proc.wait(timeout=1.0) if proc is not None and "closed" in str(exc) else None
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            return f"sandbox server {exc} while running this method; it was killed"
+        if code < 0:
+            return f"sandbox server killed by signal {-code} while running this method"
+        return f"sandbox server exited with code {code} while running this method"
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe buffer: fewer context switches when sending data."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+
+
+def _as_data(data: np.ndarray) -> np.ndarray:
+    matrix = np.ascontiguousarray(data, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
+        raise ValueError(f"data must be a non-empty 2-D array (replications, n), got shape {matrix.shape}")
+    return matrix
+
+
+def _basic_problem(source: object) -> str | None:
+    """The checks that hold even when the static check is switched off."""
+    if not isinstance(source, str):
+        return f"source is {type(source).__name__}, expected str"
+    if len(source) > MAX_SOURCE_CHARS:
+        return f"source too long ({len(source)} characters, limit {MAX_SOURCE_CHARS})"
+    return None
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def default_sandbox() -> Sandbox:
+    """The process-wide sandbox that ``run_methods`` uses."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Sandbox()
+            atexit.register(shutdown)
+        return _default
+
+
+def run_methods(
+    sources: list[str],
+    data: np.ndarray,
+    limits: SandboxLimits | None = None,
+    *,
+    entry_points: Sequence[str] = ENTRY_POINTS,
+) -> list[SandboxResult]:
+    """Evaluate model-written methods on ``data`` (R, n): one SandboxResult per source.
+
+    Sources failing the static check never run. The others run one after another, each
+    in its own jailed process; a method that crashes, hangs or misbehaves is rejected
+    with a reason and costs the others nothing.
+    """
+    return default_sandbox().run(sources, data, limits, entry_points=entry_points)
+
+
+def shutdown() -> None:
+    """Stop the default sandbox's server (it restarts on next use)."""
+    if _default is not None:
+        _default.close()
+
+
+# --------------------------------------------------------------------------- server side
+#
+# Everything below runs in the sandbox server, a ``python -I -S -B`` started by
+# Sandbox, or in the processes it forks for each method.
+
+
+class ModuleView(types.SimpleNamespace):
+    """What sandboxed code gets instead of a module.
+
+    It holds the module's public functions, classes and constants and views of allowed
+    submodules, and nothing else: no other modules, no denied names, no raw-memory
+    ndarray subclasses. Assigning to it changes only this method's own copy.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.__name__ = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        raise AttributeError(f"module '{self.__name__}' has no attribute '{attribute}' in the sandbox")
+
+    def __repr__(self) -> str:
+        return f"<sandboxed module '{self.__name__}'>"
+
+
+def _build_views() -> dict[str, ModuleView]:
+    """Views of every allowed module imported so far, nested like the real modules."""
+    views: dict[str, ModuleView] = {}
+
+    def view_of(module: types.ModuleType) -> ModuleView:
+        name = module.__name__
+        if name in views:
+            return views[name]
+        view = views[name] = ModuleView(name)
+        for key, value in list(vars(module).items()):
+            if _attribute_denied(key):
+                continue
+            if isinstance(value, types.ModuleType):
+                if value.__name__ in _VIEW_MODULES:
+                    setattr(view, key, view_of(value))
+            elif name != "scipy" and not _raw_memory_class(key, value):
+                setattr(view, key, value)
+        return view
+
+    for name in sorted(_VIEW_MODULES):
+        if name in sys.modules:
+            view_of(sys.modules[name])
+    return views
+
+
+def _raw_memory_class(key: str, value: object) -> bool:
+    """ndarray subclasses whose constructors take a raw buffer (object dtype over bytes)."""
+    if not (isinstance(value, type) and issubclass(value, np.ndarray)):
+        return False
+    return not ((key == "ndarray" and value is np.ndarray) or value is np.matrix)
+
+
+class _OutputLimit(BaseException):
+    """Raised by print once a method has printed more than it may (not an Exception,
+    so that ``except Exception`` in sandboxed code does not swallow it)."""
+
+
+class _CappedOutput:
+    """sys.stdout and sys.stderr of a method's process: counts, keeps the start, refuses past the cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.head: list[str] = []
+        self.kept = 0
+        self.exceeded = False
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        self.size += len(text)
+        if self.size > self.limit:
+            self.exceeded = True
+            raise _OutputLimit(f"printed more than {self.limit} characters")
+        if self.kept < _KEEP_OUTPUT:
+            piece = text[: _KEEP_OUTPUT - self.kept]
+            self.head.append(piece)
+            self.kept += len(piece)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def text(self) -> str:
+        return "".join(self.head)
+
+
+class _Rejected(Exception):
+    """A result of the wrong type, shape or finiteness: carries the reason."""
+
+
+def _guarded_getattr(obj: object, name: str, *default: object) -> object:
+    """getattr for sandboxed code: the static rules again, and never a module."""
+    if not isinstance(name, str) or _attribute_denied(name) or name == "ndarray":
+        raise AttributeError(f"attribute {name!r} is not allowed in the sandbox")
+    value = getattr(obj, name, *default)
+    if isinstance(value, types.ModuleType):
+        raise AttributeError(f"attribute {name!r} is a module, not allowed in the sandbox")
+    return value
+
+
+def _guarded_hasattr(obj: object, name: str) -> bool:
+    try:
+        _guarded_getattr(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+class _Workspace:
+    """The server's state: what children inherit (views, builtins, jail, uid)."""
+
+    def __init__(self, jail: str, shared_fd: int) -> None:
+        self.jail = jail
+        self.shared_fd = shared_fd
+        self.root = os.geteuid() == 0
+        self.nobody = _nobody_ids()
+        self.failed: dict[str, str] = {}
+        self.finishing: list[int] = []   # answered, exiting processes not yet reaped
+        self.spare: _Spare | None = None
+        self.scratch_bytes = _MIN_SCRATCH
+        self.generation = 0              # bumped whenever the views change
+        self.views: dict[str, ModuleView] = {}
+        for name in _SUPPORT_MODULES:
+            importlib.import_module(name)
+        self.preload(_ALWAYS_PRELOADED)
+        self.builtins = self._safe_builtins()
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """Import allowed modules here, once, so that children never read a file."""
+        missing = [name for name in modules
+                   if name in ALLOWED_IMPORTS and name not in self.views and name not in self.failed]
+        for name in missing:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # any failure in a library's import: report it, keep serving
+                self.failed[name] = f"{type(exc).__name__}: {exc}"
+        if missing:
+            self.views = _build_views()
+            self.generation += 1
+            gc.freeze()   # keeps the children's garbage collector off the server's pages
+
+    def spare_key(self) -> tuple[int, int]:
+        """What a prepared process depends on: the modules it inherited and the data it mapped."""
+        return self.generation, os.fstat(self.shared_fd).st_size
+
+    def prepare_spare(self) -> None:
+        """Fork the process for the next method now, so that it gets ready off the critical path."""
+        self.discard_spare()
+        self.spare = _fork_spare(self)
+
+    def take_spare(self) -> tuple[_Spare | None, str]:
+        """A ready process for the current modules and data (forked now if need be), or None and why."""
+        spare, self.spare = self.spare, None
+        problem = ""
+        for _ in range(2):
+            if spare is None or spare.key != self.spare_key():
+                if spare is not None:
+                    _discard(spare)
+                spare = _fork_spare(self)
+            problem = _wait_ready(spare)
+            if not problem:
+                return spare, ""
+            _discard(spare)
+            spare = None
+        return None, problem
+
+    def discard_spare(self) -> None:
+        if self.spare is not None:
+            _discard(self.spare)
+            self.spare = None
+
+    def reap_finished(self) -> None:
+        """Collect exited method processes; wait for the oldest if too many linger."""
+        still: list[int] = []
+        for pid in self.finishing:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                still.append(pid)
+        while len(still) > 4:
+            _reap(still.pop(0), kill=False)
+        self.finishing = still
+
+    def guarded_import(self, name: str, globals: object = None, locals: object = None,
+                       fromlist: Sequence[str] | None = (), level: int = 0) -> ModuleView | None:
+        """``__import__`` for sandboxed code: the allow-list, served from preloaded views.
+
+        C code that imports while called from sandboxed code (ndarray.mean imports
+        numpy._core._methods) goes through PyImport_Import, which looks ``__import__``
+        up in the calling frame's builtins, passes a *list* as fromlist (the
+        interpreter's import statement passes a tuple or None) and then reads the
+        module from sys.modules itself. Such a call is answered with None when the
+        module is already loaded: the C code proceeds, sandboxed code gains nothing.
+        """
+        if isinstance(fromlist, list):
+            if name in sys.modules:
+                return None
+            raise ImportError(f"module '{name}' is not available in the sandbox")
+        if level:
+            raise ImportError("relative imports are not allowed in the sandbox")
+        wanted = [name] if name in ALLOWED_IMPORTS else []
+        if not wanted and fromlist and all(f"{name}.{item}" in ALLOWED_IMPORTS for item in fromlist):
+            wanted = [f"{name}.{item}" for item in fromlist]
+        if not wanted:
+            raise ImportError(f"import of '{name}' is not allowed in the sandbox")
+        for module in wanted:
+            if module not in self.views:
+                detail = self.failed.get(module, "it was not preloaded")
+                raise ImportError(f"module '{module}' is not available in the sandbox: {detail}")
+        return self.views[name if fromlist else name.split(".")[0]]
+
+    def _safe_builtins(self) -> dict[str, object]:
+        import builtins
+        table: dict[str, object] = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
+        for name, value in vars(builtins).items():
+            if isinstance(value, type) and issubclass(value, BaseException):
+                table[name] = value
+        table["__build_class__"] = builtins.__build_class__
+        table["__import__"] = self.guarded_import
+        table["getattr"] = _guarded_getattr
+        table["hasattr"] = _guarded_hasattr
+        return table
+
+
+def _nobody_ids() -> tuple[int, int]:
+    try:
+        import pwd
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except (ImportError, KeyError):
+        return _NOBODY, _NOBODY
+
+
+def _serve(jail: str, shared_fd: int) -> None:
+    """Main loop of the sandbox server: read a request, evaluate each method, answer.
+
+    Request: one JSON line (rows, cols, limits, preload, entry_points, methods); the
+    rows*cols float64 values are in the shared memfd. Answer: one JSON line {"accepted": number of methods}
+    once the data is read and the imports are loaded; then per method one JSON line
+    (index, error, seconds, output, values), and rows*8 float64 bytes when values is
+    true.
+    """
+    sys.dont_write_bytecode = True
+    out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    workspace = _Workspace(jail, shared_fd)
+    _send_line(out, {"ready": True, "enforced": _probe_jail(workspace)})
+    workspace.prepare_spare()
+    reader = sys.stdin.buffer
+    while True:
+        line = reader.readline()
+        if not line:
+            workspace.discard_spare()
+            return
+        request = json.loads(line)
+        rows, cols = int(request["rows"]), int(request["cols"])
+        limits = SandboxLimits(**request["limits"])
+        workspace.preload(list(request["preload"]))
+        workspace.scratch_bytes = min(max(_MIN_SCRATCH, 2 * rows * cols * 8), _MAX_SCRATCH)
+        entry_points = tuple(request["entry_points"])
+        _send_line(out, {"accepted": len(request["methods"])})
+        for index, source in enumerate(request["methods"]):
+            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points, workspace)
+            _send_line(out, {"index": index, "error": error, "seconds": round(seconds, 6),
+                             "output": output, "values": payload is not None})
+            if payload is not None:
+                _write_fd(out, payload)
+
+
+def _write_fd(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        view = view[os.write(fd, view):]
+
+
+def _send_line(fd: int, message: dict[str, Any]) -> None:
+    _write_fd(fd, json.dumps(message).encode() + b"\n")
+
+
+def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_points: tuple[str, ...],
+                workspace: _Workspace) -> tuple[str | None, bytes | None, float, str]:
+    """Run one method in a prepared jailed process; return (error, float64 bytes, seconds, output).
+
+    The process was forked and confined before the method arrived, with its data and
+    scratch memory already faulted in; the next one is forked as soon as this one has
+    its job, so that on a machine with a spare core it gets ready meanwhile. A process that delivered a complete answer is reaped later; one that did
+    not is waited for, so that its exit status can explain what happened.
+    """
+    workspace.reap_finished()
+    spare, problem = workspace.take_spare()
+    if spare is None:
+        return f"sandbox could not prepare a process: {problem}", None, 0.0, ""
+    began = time.monotonic()
+    job = json.dumps({"source": source, "rows": rows, "cols": cols, "limits": asdict(limits),
+                      "entry_points": list(entry_points)}).encode() + b"\n"
+    try:
+        _write_fd(spare.job_fd, job)
+    except OSError:   # it died before reading its job; its exit status says why
+        pass
+    os.close(spare.job_fd)
+    workspace.prepare_spare()   # the next method's process gets ready while this one runs
+    try:
+        received, problem = _collect(spare.result_fd, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
+    finally:
+        os.close(spare.result_fd)
+    answer = _parse_answer(received, rows) if problem is None else None
+    if answer is not None:
+        workspace.finishing.append(spare.pid)
+        error, payload, output = answer
+        return error, payload, time.monotonic() - began, output
+    status = _reap(spare.pid, kill=problem is not None)
+    seconds = time.monotonic() - began
+    if problem == "timeout":
+        return f"timeout after {limits.wall_seconds:g} s", None, seconds, ""
+    if problem == "overflow":
+        return "result too large (more bytes than the values need)", None, seconds, ""
+    if os.WIFSIGNALED(status):
+        return _signal_reason(os.WTERMSIG(status), limits), None, seconds, ""
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    return f"process exited with code {code} without a complete result", None, seconds, ""
+
+
+@dataclass
+class _Spare:
+    """A forked, confined process waiting for one method on ``job_fd``."""
+
+    pid: int
+    job_fd: int      # the server writes the job here
+    result_fd: int   # "r" when ready, then the answer
+    key: tuple[int, int]
+
+
+def _fork_spare(workspace: _Workspace) -> _Spare:
+    key = workspace.spare_key()
+    job_read, job_write = os.pipe()
+    result_read, result_write = os.pipe()
+    _enlarge_pipe(result_read)   # a whole answer fits: one wakeup instead of several
+    pid = os.fork()
+    if pid == 0:
+        os.close(job_write)
+        os.close(result_read)
+        _spare_main(job_read, result_write, workspace)
+    os.close(job_read)
+    os.close(result_write)
+    return _Spare(pid, job_write, result_read, key)
+
+
+def _wait_ready(spare: _Spare) -> str:
+    """Wait for a spare's "r"; return why it is not ready, or ""."""
+    ready, _, _ = select.select([spare.result_fd], [], [], _READY_TIMEOUT)
+    if not ready:
+        return f"not ready after {_READY_TIMEOUT:g} s"
+    byte = os.read(spare.result_fd, 1)
+    return "" if byte == b"r" else "it died while getting ready"
+
+
+def _discard(spare: _Spare) -> None:
+    for fd in (spare.job_fd, spare.result_fd):
+        try:
+            os.close(fd)
+        except OSError:   # already closed after a dispatch
+            pass
+    _reap(spare.pid, kill=True)
+
+
+def _collect(fd: int, deadline: float, cap: int) -> tuple[bytes, str | None]:
+    """Read a child's answer until EOF: ('timeout' | 'overflow' | None) says how it ended."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return b"", "timeout"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks), None
+        size += len(chunk)
+        if size > cap:
+            return b"", "overflow"
+        chunks.append(chunk)
+
+
+def _reap(pid: int, kill: bool) -> int:
+    """Wait for a method's process (killing it first if asked, or if it lingers) and return its status."""
+    if kill:
+        _kill(pid)
+    deadline = time.monotonic() + 2.0
+    while True:
+        done, status = os.waitpid(pid, 0 if kill else os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            _kill(pid)
+            kill = True
+        time.sleep(0.0002)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _parse_answer(received: bytes, rows: int) -> tuple[str | None, bytes | None, str] | None:
+    """(error, float64 bytes, output) from a child's answer, or None if it is incomplete.
+
+    The child is untrusted: the JSON line is parsed as data only and the values are
+    checked for length and finiteness here again.
+    """
+    header, newline, body = received.partition(b"\n")
+    if not newline:
+        return None
+    try:
+        message = json.loads(header)
+        error, output = message["error"], str(message["output"])[:_KEEP_OUTPUT]
+    except (ValueError, KeyError, TypeError):
+        return "process sent a malformed result", None, ""
+    if error is not None:
+        return str(error)[:_MAX_REASON], None, output
+    if len(body) != rows * 8:
+        return None
+    bad = int(np.count_nonzero(~np.isfinite(np.frombuffer(body, dtype="<f8"))))
+    if bad:
+        return f"non-finite result in {bad} of {rows} rows", None, output
+    return None, body, output
+
+
+def _signal_reason(number: int, limits: SandboxLimits) -> str:
+    if number == signal.SIGXCPU:
+        return f"cpu time limit exceeded ({math.ceil(limits.cpu_seconds)} s)"
+    if number == signal.SIGXFSZ:
+        return "file size limit exceeded (tried to write a file)"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown"
+    reason = f"process killed by signal {number} ({name})"
+    if number in (signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV):
+        reason += ", likely out of memory or a crash"
+    return reason
+
+
+# --------------------------------------------------------------------------- a method's process
+
+
+def _spare_main(job_fd: int, result_fd: int, workspace: _Workspace) -> NoReturn:
+    """Body of a prepared method process. Never returns.
+
+    Get ready (map and fault in the data, fault in scratch memory, confine), say "r",
+    wait for the job, apply the job's limits, run the method, answer, exit.
+    """
+    code = 1
+    try:
+        data_map = _map_data(workspace.shared_fd)
+        job_fd, result_fd = _fcntl_dup(job_fd), _fcntl_dup(result_fd)
+        os.dup2(result_fd, _RESULT_FD)
+        os.dup2(job_fd, _JOB_FD)
+        _prefault_heap(workspace.scratch_bytes)
+        baseline = _address_space_bytes()   # /proc is out of reach after the chroot
+        _confine(workspace, _JOB_FD)
+        _write_fd(_RESULT_FD, b"r")
+        job = json.loads(_read_line(_JOB_FD, MAX_SOURCE_CHARS * 8 + 4096))
+        os.close(_JOB_FD)
+        limits = SandboxLimits(**job["limits"])
+        rows, cols = int(job["rows"]), int(job["cols"])
+        try:
+            _limit(limits, baseline)
+        except (OSError, ValueError) as exc:
+            _answer(f"sandbox setup failed: {exc}", None, "")
+        else:
+            if data_map is None or len(data_map) < rows * cols * 8:
+                raise RuntimeError("the data mapping is smaller than the data")
+            data = np.frombuffer(data_map, dtype=np.float64, count=rows * cols).reshape(rows, cols)
+            _answer(*_evaluate(job["source"], data, limits, tuple(job["entry_points"]), workspace))
+        os.close(_RESULT_FD)   # the server sees the end now, not after this process's teardown
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _fcntl_dup(fd: int) -> int:
+    """A copy of ``fd`` numbered above the slots it is about to be moved to."""
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+
+
+def _map_data(shared_fd: int) -> mmap.mmap | None:
+    """A private (copy-on-write) mapping of the host's data, faulted in now.
+
+    Private: whatever the method writes into its data stays its own. The host writes
+    each request's data into the same pages, which this mapping keeps seeing until the
+    method writes to them.
+    """
+    size = os.fstat(shared_fd).st_size
+    if size == 0:
+        return None
+    data_map = mmap.mmap(shared_fd, size, access=mmap.ACCESS_COPY)
+    try:
+        data_map.madvise(_MADV_POPULATE_READ)
+    except OSError:   # kernels before 5.14: touch one byte per page instead
+        np.frombuffer(data_map, dtype=np.uint8)[:: mmap.PAGESIZE].sum()
+    return data_map
+
+
+def _prefault_heap(size: int) -> None:
+    """Fault in ``size`` bytes of heap and free them: with the server's malloc settings
+    (no mmap for large blocks, no trimming) the method's arrays reuse these pages
+    instead of faulting on the critical path."""
+    scratch = np.empty(size // 8, dtype=np.float64)
+    scratch.view(np.uint8)[:: mmap.PAGESIZE] = 0
+    del scratch
+
+
+def _read_line(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError("job ended early")
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+        if size > limit:
+            raise ValueError("job too long")
+
+
+def _confine(workspace: _Workspace, last_fd: int) -> None:
+    """Confine this process before any user code runs; OSError if any step fails.
+
+    Descriptors: 0-2 on /dev/null, then the answer pipe (and the job pipe until the job
+    is read), nothing else. As root: chroot into the empty jail and become nobody,
+    which also makes RLIMIT_NPROC bind (the kernel exempts root from it).
+    """
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for fd in _open_descriptors():
+        if fd > last_fd:
+            try:
+                os.close(fd)
+            except OSError:   # the descriptor that listed /proc/self/fd is already gone
+                pass
+    if workspace.root:
+        os.chroot(workspace.jail)
+        os.chdir("/")
+        os.setgroups([])
+        os.setgid(workspace.nobody[1])
+        os.setuid(workspace.nobody[0])
+    else:
+        os.chdir(workspace.jail)
+
+
+def _limit(limits: SandboxLimits, baseline: int) -> None:
+    """Apply the method's rlimits: after this, no new processes, files, descriptors or core
+    files, ``memory_mb`` more address space than ``baseline`` and ``cpu_seconds`` more CPU
+    time than this process has used getting ready."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    cpu = max(math.ceil(used), round(used + limits.cpu_seconds))   # RLIMIT_CPU counts whole seconds
+    memory = baseline + int(limits.memory_mb) * (1 << 20)
+    for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0),
+                         (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_NOFILE, _RESULT_FD + 1),
+                         (resource.RLIMIT_AS, memory)):
+        resource.setrlimit(limit, (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def _open_descriptors() -> list[int]:
+    """This process's open descriptors (listing /proc is far cheaper than closing every number)."""
+    try:
+        return sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    except FileNotFoundError:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return list(range(soft if 0 < soft < (1 << 16) else (1 << 16)))
+
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        pages = int(statm.read().split()[0])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _answer(error: str | None, values: np.ndarray | None, output: str) -> None:
+    header = json.dumps({"error": error, "output": output[:_KEEP_OUTPUT]}).encode() + b"\n"
+    _write_fd(_RESULT_FD, header)
+    if values is not None:
+        _write_fd(_RESULT_FD, np.ascontiguousarray(values, dtype="<f8").tobytes())
+
+
+def _evaluate(source: str, data: np.ndarray, limits: SandboxLimits, entry_points: tuple[str, ...],
+              workspace: _Workspace) -> tuple[str | None, np.ndarray | None, str]:
+    """Run the method on all rows: (error, values, printed output). Catches everything it runs."""
+    sink = _CappedOutput(limits.max_output)
+    sys.stdout = sys.stderr = sink  # type: ignore[assignment]
+    warnings.simplefilter("ignore")
+    namespace: dict[str, object] = {"__builtins__": workspace.builtins, "__name__": "__sandbox__"}
+    try:
+        exec(compile(source, _FILENAME, "exec"), namespace)
+        name, function = _entry_point(namespace, entry_points)
+        values = _call_batch(function, data) if name.endswith("_batch") else _call_rows(function, data)
+        if sink.exceeded:
+            return _output_reason(limits), None, sink.text()
+        return None, values, sink.text()
+    except _Rejected as exc:
+        return str(exc), None, sink.text()
+    except BaseException as exc:  # user code may raise anything, SystemExit included
+        if sink.exceeded:
+            return _output_reason(limits), None, sink.text()
+        return _describe(exc, limits), None, sink.text()
+
+
+def _entry_point(namespace: dict[str, object], entry_points: tuple[str, ...]) -> tuple[str, Callable[..., Any]]:
+    for name in entry_points:
+        if name in namespace:
+            function = namespace[name]
+            if not callable(function):
+                raise _Rejected(f"{name} is {type(function).__name__}, not a function")
+            return name, function
+    raise _Rejected("no function named " + " or ".join(entry_points))
+
+
+def _call_batch(function: Callable[..., Any], data: np.ndarray) -> np.ndarray:
+    rows = data.shape[0]
+    result = function(data)
+    if result is None or isinstance(result, (str, bytes, bool, int, float, complex, np.generic)):
+        raise _Rejected(f"returned {_type_name(result)}, expected an array of {rows} numbers")
+    try:
+        array = np.asarray(result)
+    except (ValueError, TypeError) as exc:
+        raise _Rejected(f"returned {_type_name(result)} that is not an array of numbers: {exc}") from None
+    if array.dtype.kind not in "iuf":
+        raise _Rejected(f"returned values of dtype {array.dtype}, expected numbers")
+    if array.shape != (rows,):
+        raise _Rejected(f"wrong shape {array.shape} for {rows} rows")
+    values = array.astype(np.float64)
+    _check_finite(values)
+    return values
+
+
+def _call_rows(function: Callable[..., Any], data: np.ndarray) -> np.ndarray:
+    values = np.empty(data.shape[0], dtype=np.float64)
+    for row in range(data.shape[0]):
+        values[row] = _number(function(data[row]), row)
+    _check_finite(values)
+    return values
+
+
+def _number(value: object, row: int) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise _Rejected(f"returned bool, expected a number (row {row})")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+        return float(value)
+    raise _Rejected(f"returned {_type_name(value)}, expected a number (row {row})")
+
+
+def _check_finite(values: np.ndarray) -> None:
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise _Rejected(f"non-finite result in {bad} of {values.shape[0]} rows")
+
+
+def _type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _output_reason(limits: SandboxLimits) -> str:
+    return f"output limit exceeded: printed more than {limits.max_output} characters"
+
+
+def _describe(exc: BaseException, limits: SandboxLimits) -> str:
+    """A one-line reason for an exception, with the line of the method it came from."""
+    if isinstance(exc, MemoryError):
+        return f"memory limit exceeded ({limits.memory_mb} MB)"
+    try:
+        text = " ".join(str(exc).split())[:300]
+    except Exception:  # a user-defined __str__ may fail
+        text = "<unprintable>"
+    line = exc.lineno if isinstance(exc, SyntaxError) else _user_line(exc)
+    reason = f"exception: {type(exc).__name__}" + (f": {text}" if text else "")
+    return reason + (f" (line {line})" if line else "")
+
+
+def _user_line(exc: BaseException) -> int | None:
+    line = None
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == _FILENAME:
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line
+
+
+def _probe_jail(workspace: _Workspace) -> dict[str, bool]:
+    """Fork a jailed process once and report which restrictions actually hold here."""
+    import socket
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.dup2(write_end, _RESULT_FD)
+            baseline = _address_space_bytes()
+            _confine(workspace, _RESULT_FD)
+            _limit(SandboxLimits(cpu_seconds=2, wall_seconds=2, memory_mb=64), baseline)
+            report = {
+                "chroot": workspace.root,
+                "setuid_nobody": os.getuid() != 0,
+                "new_processes_blocked": _fork_blocked(),
+                "file_reads_blocked": _open_blocked("/etc/passwd", os.O_RDONLY),
+                "file_writes_blocked": _open_blocked("probe", os.O_WRONLY | os.O_CREAT),
+                "sockets_blocked": _socket_blocked(socket),
+            }
+            _write_fd(_RESULT_FD, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        received, problem = _collect(read_end, time.monotonic() + 10.0, 1 << 16)
+    finally:
+        os.close(read_end)
+    _reap(pid, kill=problem is not None)
+    try:
+        return dict(json.loads(received)) if problem is None else {"probe_failed": True}
+    except ValueError:
+        return {"probe_failed": True}
+
+
+def _fork_blocked() -> bool:
+    try:
+        pid = os.fork()
+    except OSError:
+        return True
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return False
+
+
+def _open_blocked(path: str, flags: int) -> bool:
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return True
+    os.close(fd)
+    if flags & os.O_CREAT:
+        os.unlink(path)
+    return False
+
+
+def _socket_blocked(socket_module: types.ModuleType) -> bool:
+    try:
+        sock = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+    except OSError:
+        return True
+    sock.close()
+    return False
