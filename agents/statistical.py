@@ -64,9 +64,9 @@ class StatisticalResearcher:
     # --------------------------------------------------------------- learning
     def learn(self, pool: list) -> None:
         """Maximum likelihood on the pool. An empty pool teaches nothing: the model stays."""
-        if not pool:
+        if not any(parse_method(m).family in FAMILIES for m in pool):
             return
-        methods = [parse_method(m) for m in pool]
+        methods = [m for m in map(parse_method, pool) if m.family in FAMILIES]  # it has no model of code
         counts = np.array([sum(m.family == f for m in methods) for f in FAMILY_NAMES], dtype=float)
         counts += self.config.smoothing
         self.probs = counts / counts.sum()
@@ -102,6 +102,9 @@ class StatisticalResearcher:
         """
         out = np.empty(len(methods))
         for i, m in enumerate(methods):
+            if m.family not in FAMILIES:
+                out[i] = -np.inf  # a program: outside what this model can propose
+                continue
             j = FAMILY_NAMES.index(m.family)
             lp = np.log(self.probs[j]) if self.probs[j] > 0 else -np.inf
             fam = FAMILIES[m.family]

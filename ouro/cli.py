@@ -150,6 +150,26 @@ def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     console.print(summary_table(json.loads(path.read_text())))
 
 
+@app.command()
+def evaluate(
+    method_file: Path = typer.Option(..., "--method-file", help="a .py file (code method) or a .json/.yaml DSL spec"),
+    env: str = typer.Option("estimators", "--env", help="environment kind"),
+    set_: List[str] = typer.Option([], "--set", help="override an environment field, e.g. --set n=30"),
+    replications: int = typer.Option(1000, "--replications", min=2, help="Monte Carlo data sets per process"),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.999, help="level of the one-sided paired test"),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Judge one method: Monte Carlo test against the baseline, and its oracle quality, as JSON."""
+    from ouro.evaluate import build_environment, dumps, evaluate_method, read_method
+
+    try:
+        environment = build_environment(env, set_)
+        method = read_method(method_file, environment)
+    except ConfigError as e:
+        _fail(str(e))
+    print(dumps(evaluate_method(environment, method, replications, alpha, seed)))
+
+
 def main() -> None:
     app()
 

@@ -246,7 +246,7 @@ class MethodCohort:
                         "key": self.env.method_key(m),
                         "accept": v.accept,
                         "score": v.score,
-                        "oracle_quality": float(q),
+                        "oracle_quality": None if np.isnan(q) else float(q),
                         "good": bool(gd),
                         "cost": {k: x for k, x in v.cost.__dict__.items() if x},
                         "rationale": v.rationale,
@@ -269,8 +269,10 @@ class MethodCohort:
         scored = np.array([v.accept is not None for v in verdicts])
         cost = Cost.total(v.cost for v in verdicts)
         out: dict[str, float] = {
-            "quality_mean": float(quality.mean()) if quality.size else float("nan"),
-            "quality_best": float(quality.max()) if quality.size else float("nan"),
+            # methods that could not be evaluated (quality NaN) are counted apart, not averaged
+            "quality_mean": float(np.nanmean(quality)) if np.isfinite(quality).any() else float("nan"),
+            "quality_best": float(np.nanmax(quality)) if np.isfinite(quality).any() else float("nan"),
+            "invalid": float(np.isnan(quality).sum()),
             "accept_rate": float(accept.sum() / scored.sum()) if scored.any() else float("nan"),
             "unscored": float((~scored).sum()),
         }

@@ -94,12 +94,19 @@ class SurrogateJudge:
         self.threshold = float(np.log(env.baseline_quality))
 
     async def judge(self, proposals: list, context: JudgeContext) -> list[Verdict]:
-        pred = method_features(list(proposals))[0] @ self.coef
+        dsl = [m for m in proposals if m.family in FAMILIES]
+        pred = iter(method_features(dsl)[0] @ self.coef if dsl else [])
         return [
-            Verdict(
-                accept=bool(p > self.threshold),
-                score=float(np.exp(p)),
-                rationale=f"surrogate predicts quality {np.exp(p):.3f} (fitted on {self.labelled} labelled methods)",
-            )
-            for p in pred
+            Verdict(accept=False, rationale="the surrogate has no features for code methods")
+            if m.family not in FAMILIES
+            else self._verdict(next(pred))
+            for m in proposals
         ]
+
+    def _verdict(self, p: float) -> Verdict:
+        return Verdict(
+            accept=bool(p > self.threshold),
+            score=float(np.exp(p)),
+            rationale=f"surrogate predicts quality {np.exp(p):.3f} (fitted on {self.labelled} labelled methods)",
+        )
+

@@ -39,10 +39,8 @@ class OracleVerifier:
             if best > threshold:
                 threshold, name = best, "the incumbent"
         return [
-            Verdict(
-                accept=bool(q > threshold),
-                score=float(q),
-                rationale=f"true quality {q:.3f} vs {name} {threshold:.3f}",
-            )
+            Verdict(accept=False, rationale="could not be evaluated (see the Monte Carlo evidence)")
+            if np.isnan(q)
+            else Verdict(accept=bool(q > threshold), score=float(q), rationale=f"true quality {q:.3f} vs {name} {threshold:.3f}")
             for q in quality
         ]

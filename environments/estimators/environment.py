@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
 
 from .dgp import DGP, Contaminated, simulate_samples
-from .methods import FAMILIES, FAMILY_NAMES, _Method, evaluate, method_key, param_of, parse_method
+from .methods import FAMILIES, FAMILY_NAMES, _Method, evaluate_with_errors, method_key, param_of, parse_method
 from .oracle import Oracle
 
 # The human knowledge the loop starts from: what statistics textbooks reach for. The
@@ -92,12 +92,16 @@ class EstimatorsEnvironment:
         """Squared errors of every method and of the sample mean on the same data sets."""
         losses = np.empty((len(methods), len(self.dgps), replications))
         baseline = np.empty((len(self.dgps), replications))
+        errors: list[str | None] = [None] * len(methods)
         for d, dgp in enumerate(self.dgps):
             centres, x = simulate_samples(dgp, rng, replications, self.n, self.config.location_spread)
             baseline[d] = (x.mean(axis=1) - centres) ** 2
             if methods:
-                losses[:, d] = (evaluate(methods, x) - centres[None]) ** 2
-        return Evidence(losses=losses, baseline=baseline, errors=[None] * len(methods))
+                values, errs = evaluate_with_errors(methods, x)
+                losses[:, d] = (values - centres[None]) ** 2
+                errors = [e or errors[i] for i, e in enumerate(errs)]
+        losses[[i for i, e in enumerate(errors) if e]] = np.inf
+        return Evidence(losses=losses, baseline=baseline, errors=errors)
 
     def warm_up(self) -> None:
         """Fill the oracle's cache once, before worker processes start reading it."""
@@ -107,7 +111,8 @@ class EstimatorsEnvironment:
         return self._oracle.quality(methods)
 
     def is_good(self, quality: np.ndarray) -> np.ndarray:
-        """Good means better than the textbook baseline, the sample mean."""
+        """Good means better than the textbook baseline, the sample mean (a method that
+        cannot be evaluated, quality NaN, is not good)."""
         return np.asarray(quality) > self.baseline_quality
 
     # ------------------------------------------------------------- diversity
@@ -120,8 +125,11 @@ class EstimatorsEnvironment:
         """
         if not methods:
             return {"entropy": 0.0, "distinct": 0.0, "param_spread": 0.0, "families": 0.0}
-        counts = np.array([sum(m.family == f for m in methods) for f in FAMILY_NAMES], dtype=float)
-        p = counts[counts > 0] / counts.sum()
+        # a code method is its own category, by normalized AST: programs that differ only in
+        # layout and comments count as one
+        categories = [m.family if m.family in FAMILIES else method_key(m) for m in methods]
+        counts = np.array([categories.count(c) for c in sorted(set(categories))], dtype=float)
+        p = counts / counts.sum()
         spreads = []
         for fam in FAMILIES.values():
             if fam.param is None:
@@ -137,5 +145,5 @@ class EstimatorsEnvironment:
             "entropy": float(-(p * np.log(p)).sum()) + 0.0,
             "distinct": len({method_key(m) for m in methods}) / len(methods),
             "param_spread": float(np.mean(spreads)) if spreads else 0.0,
-            "families": float((counts > 0).sum()),
+            "families": float(len(counts)),
         }

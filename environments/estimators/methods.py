@@ -7,6 +7,8 @@ methods the sort, the cumulative sums and the scale estimate are shared.
 
 from __future__ import annotations
 
+import ast
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
@@ -58,11 +60,26 @@ class Biweight(_Method):
     c: float = Field(ge=1.5, le=12.0)
 
 
+class CodeMethod(_Method):
+    """Python source defining ``estimate(x)`` or the vectorized ``estimate_batch(X)``.
+
+    It is only ever run inside the sandbox (``ouro.sandbox``), one process per method.
+    """
+
+    family: Literal["code"] = "code"
+    source: str = Field(min_length=1, max_length=20_000)
+    name: str = Field("", max_length=80, description="a short label, for people")
+
+
 DSLMethod = Annotated[
     Union[Mean, Median, HodgesLehmann, TrimmedMean, WinsorizedMean, Huber, Biweight],
     Field(discriminator="family"),
 ]
-METHOD_ADAPTER: TypeAdapter = TypeAdapter(DSLMethod)
+LocationMethod = Annotated[
+    Union[Mean, Median, HodgesLehmann, TrimmedMean, WinsorizedMean, Huber, Biweight, CodeMethod],
+    Field(discriminator="family"),
+]
+METHOD_ADAPTER: TypeAdapter = TypeAdapter(LocationMethod)
 
 
 @dataclass(frozen=True)
@@ -98,12 +115,25 @@ def parse_method(obj) -> _Method:
 
 
 def param_of(method: _Method) -> float | None:
-    fam = FAMILIES[method.family]
+    fam = FAMILIES.get(method.family)
+    if fam is None:  # code
+        return None
     return None if fam.param is None else float(getattr(method, fam.param))
+
+
+def code_key(source: str) -> str:
+    """Programs that differ only in comments, blank lines or layout share a key (normalized AST)."""
+    try:
+        normal = ast.dump(ast.parse(source), annotate_fields=False)
+    except SyntaxError:
+        normal = source
+    return "code:" + hashlib.sha256(normal.encode()).hexdigest()[:10]
 
 
 def method_key(method: _Method, digits: int = 3) -> str:
     """A canonical short name: two methods with the same key are the same to 3 significant digits."""
+    if isinstance(method, CodeMethod):
+        return code_key(method.source)
     p = param_of(method)
     return method.family if p is None else f"{method.family}({p:.{digits}g})"
 
@@ -222,12 +252,29 @@ def m_estimates(
 
 
 def evaluate(methods: list[_Method], x: np.ndarray) -> np.ndarray:
-    """Estimates of every method on every row of ``x``: an array of shape (P, R)."""
+    """Estimates of every method on every row of ``x``: an array of shape (P, R).
+
+    A code method that fails gives a row of NaN; ``evaluate_with_errors`` says why.
+    """
+    return evaluate_with_errors(methods, x)[0]
+
+
+def evaluate_with_errors(methods: list[_Method], x: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     x = np.asarray(x, dtype=float)
     out = np.empty((len(methods), x.shape[0]))
+    errors: list[str | None] = [None] * len(methods)
     by_family: dict[str, list[int]] = {}
     for i, m in enumerate(methods):
         by_family.setdefault(m.family, []).append(i)
+    code = by_family.pop("code", [])
+    if code:
+        from ouro.sandbox import run_methods  # the only way model-written code runs
+
+        for i, result in zip(code, run_methods([methods[i].source for i in code], x)):
+            out[i] = result.values if result.ok else np.nan
+            errors[i] = None if result.ok else result.error
+    if not by_family:
+        return out, errors
     s = np.sort(x, axis=1)
     cums = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(s, axis=1)], axis=1)
     med = _median_sorted(s)
@@ -250,4 +297,4 @@ def evaluate(methods: list[_Method], x: np.ndarray) -> np.ndarray:
             uniq, inv = np.unique(params, return_inverse=True)
             vals = m_estimates(x, med, scale, uniq, fam)[inv]
         out[idx] = vals
-    return out
+    return out, errors

@@ -86,6 +86,8 @@ class ProcessOracle:
             pass  # a read-only cache only costs time: the table is rebuilt next run
 
     def _entry_key(self, m: _Method) -> str:
+        if m.family == "code":
+            return "code:" + hashlib.sha256(m.source.encode()).hexdigest()
         fam = FAMILIES[m.family]
         if fam.param is None:
             return m.family
