@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ouro.environments.closed_form import Batch, BatchVerdicts
 from ouro.types import Verdict
 
 from .base import VERIFIERS, JudgeContext, VerifierConfig
@@ -46,3 +47,11 @@ class OracleVerifier:
             )
             for q in quality
         ]
+
+    @property
+    def needs(self) -> str:
+        return "good" if self.config.target == "baseline" else "incumbent"
+
+    def judge_batch(self, batch: Batch) -> BatchVerdicts:
+        """Closed-form environments: accept exactly the truly good proposals."""
+        return BatchVerdicts(accept=batch.good())
