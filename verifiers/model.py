@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ouro.environments.closed_form import Batch, BatchVerdicts
 from ouro.environments.estimators.methods import FAMILIES, FAMILY_NAMES, param_of
 from ouro.types import Verdict
 
@@ -37,6 +38,7 @@ class ModelVerifierConfig(VerifierConfig):
 
 class SelfJudge:
     kind = "model"
+    needs = "likelihood"  # what it asks a closed-form environment's batch
 
     def __init__(self, config: ModelVerifierConfig) -> None:
         self.config = config
@@ -53,6 +55,16 @@ class SelfJudge:
             Verdict(accept=i in kept, score=float(ll[i]), rationale=f"own log-likelihood {ll[i]:.3f}")
             for i in range(len(proposals))
         ]
+
+    def judge_batch(self, batch: Batch) -> BatchVerdicts:
+        """Closed-form environments: each seed keeps the ``keep`` fraction of its batch
+        that its own model finds most likely (ties in proposal order)."""
+        ll = batch.log_likelihood()
+        k = math.ceil(self.config.keep * ll.shape[1])
+        order = np.argsort(-ll, axis=1, kind="stable")[:, :k]
+        accept = np.zeros(ll.shape, dtype=bool)
+        np.put_along_axis(accept, order, True, axis=1)
+        return BatchVerdicts(accept=accept)
 
 
 def method_features(methods: list) -> tuple[np.ndarray, np.ndarray]:

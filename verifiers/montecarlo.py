@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ouro.environments.closed_form import Batch, BatchVerdicts
 from ouro.stats import log_efficiency_gain, one_sided_p
 from ouro.types import Cost, Verdict
 
@@ -79,3 +80,17 @@ class MonteCarloVerifier:
                 )
             )
         return out
+
+    @property
+    def needs(self) -> str:
+        return "fresh" if self.config.target == "baseline" else "incumbent"
+
+    def judge_batch(self, batch: Batch) -> BatchVerdicts:
+        """Closed-form environments: a seed's whole batch is accepted when a two-sample
+        test at level alpha does not tell it from ``replications`` fresh real draws."""
+        ok = batch.fresh_check(self.config.replications, self.config.alpha)
+        s, n = batch.shape
+        return BatchVerdicts(
+            accept=np.broadcast_to(ok[:, None], (s, n)).copy(),
+            replications=np.full(s, self.config.replications),
+        )

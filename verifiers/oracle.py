@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ouro.environments.closed_form import Batch, BatchVerdicts
 from ouro.types import Verdict
 
 from .base import VERIFIERS, JudgeContext, VerifierConfig
@@ -44,3 +45,11 @@ class OracleVerifier:
             else Verdict(accept=bool(q > threshold), score=float(q), rationale=f"true quality {q:.3f} vs {name} {threshold:.3f}")
             for q in quality
         ]
+
+    @property
+    def needs(self) -> str:
+        return "good" if self.config.target == "baseline" else "incumbent"
+
+    def judge_batch(self, batch: Batch) -> BatchVerdicts:
+        """Closed-form environments: accept exactly the truly good proposals."""
+        return BatchVerdicts(accept=batch.good())
