@@ -1,4 +1,4 @@
-"""The ``ouro`` command line: run, resume and show experiments."""
+"""The ``ouro`` command line: run, resume, sweep, report and show experiments."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _seeds(summary: dict) -> str:
     return str(counts.pop()) if len(counts) == 1 else "the"
 
 
-def _execute(run_dir: Path, workers: int, quiet: bool) -> None:
+def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> None:
     from ouro.runner import execute, load_run_config
     from ouro.summary import summarize
 
@@ -103,6 +103,8 @@ def _execute(run_dir: Path, workers: int, quiet: bool) -> None:
     summary = summarize(run_dir, config)
     console.print(summary_table(summary))
     console.print(f"run directory: {run_dir}")
+    if report:
+        _report(run_dir)
 
 
 @app.command()
@@ -112,6 +114,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="the run directory (default runs/NAME-STAMP)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="parallel worker processes (arms)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
 ) -> None:
     """Run an experiment: every arm, every seed, every generation."""
     from ouro.runner import default_run_dir, prepare_run_dir
@@ -120,7 +123,7 @@ def run(
         cfg = load_config(config, set_)
         run_dir = out if out is not None else default_run_dir(cfg)
         prepare_run_dir(cfg, run_dir)
-        _execute(run_dir, workers or cfg.workers, quiet)
+        _execute(run_dir, workers or cfg.workers, quiet, report=not no_report)
     except ConfigError as e:
         _fail(str(e))
 
@@ -130,13 +133,14 @@ def resume(
     run_dir: Path = typer.Argument(..., help="a run directory made by `ouro run`"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1),
     quiet: bool = typer.Option(False, "--quiet"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
 ) -> None:
     """Continue a run after a crash, a kill or Ctrl-C; finished generations are not redone."""
     from ouro.runner import load_run_config
 
     try:
         cfg = load_run_config(run_dir)
-        _execute(run_dir, workers or cfg.workers, quiet)
+        _execute(run_dir, workers or cfg.workers, quiet, report=not no_report)
     except ConfigError as e:
         _fail(str(e))
 
@@ -168,6 +172,67 @@ def evaluate(
     except ConfigError as e:
         _fail(str(e))
     print(dumps(evaluate_method(environment, method, replications, alpha, seed)))
+
+
+def _report(path: Path) -> None:
+    from ouro.report import write_report
+
+    files = write_report(path)
+    console.print(f"report: {files.markdown} and {files.html} ({len(files.plots)} plots in {files.markdown.parent / 'plots'})")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="a study: an experiment YAML, with or without a sweep.grid section"),
+    grid: List[str] = typer.Option([], "--grid", help="KEY=V1,V2,...: a grid axis; adds to or replaces the file's"),
+    set_: List[str] = typer.Option([], "--set", help="override a field of every cell, e.g. --set loop.generations=5"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="seeds per cell (default: the config's)"),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes) or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="cells run in parallel (default: the config's)"),
+    retries: int = typer.Option(2, "--retries", help="times a failing cell is retried before it is reported"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the sweep directory (default runs/sweep-NAME-HASH)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
+) -> None:
+    """Run an experiment over a grid of settings; the same command again resumes it."""
+    from ouro.sweep import plan_sweep, run_sweep
+    from ouro.sweep_progress import RichObserver
+
+    try:
+        plan = plan_sweep(config, grid, set_, seeds)
+        sweep_dir = out if out is not None else plan.default_dir()
+        n_workers = workers if workers is not None else int(plan.base.get("workers", 1))
+        err_console.print(f"sweep directory: {sweep_dir} ({len(plan.cells)} cells, backend {backend})", highlight=False)
+        try:
+            with RichObserver(err_console, quiet) as observer:
+                result = run_sweep(plan, sweep_dir, backend, n_workers, address, retries, observer)
+        except KeyboardInterrupt:
+            err_console.print(f"\ninterrupted: finished cells and generations are kept. Continue with the same command.")
+            raise typer.Exit(130)
+        console.print(
+            f"{result.finished}/{result.cells} cells finished ({result.skipped} were already), "
+            f"{len(result.failures)} failed, in {result.seconds:.1f} s; tables: {sweep_dir / 'sweep.csv'}",
+            highlight=False,
+        )
+        if result.finished and not no_report:
+            _report(sweep_dir)
+    except ConfigError as e:
+        _fail(str(e))
+    if result.failures:
+        for slug, reason in result.failures.items():
+            err_console.print(f"failed: {slug}: {reason}", highlight=False, soft_wrap=True)
+        err_console.print("run the same command again to retry the failed cells")
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(path: Path = typer.Argument(..., help="a run or sweep directory")) -> None:
+    """Write plots, report.md and a self-contained report.html for a run or a sweep."""
+    try:
+        _report(path)
+    except ConfigError as e:
+        _fail(str(e))
 
 
 def main() -> None:

@@ -216,6 +216,8 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def validate(data: dict, source: str = "config"):
+    if "sweep" in data:
+        raise ConfigError(f"{source}: sweep: this is a study (a grid of runs); run it with: ouro sweep {source}")
     try:
         return experiment_model().model_validate(data)
     except ValidationError as e:
