@@ -146,13 +146,15 @@ def _execute(run_dir: Path, workers: int, quiet: bool) -> None:
             outcomes = execute(run_dir, workers, on_progress=update, answer=answer)
         except KeyboardInterrupt:
             progress.stop()
-            err_console.print(f"\ninterrupted: {saved}. Continue with:\n  ouro resume {run_dir}")
+            # soft wrap: the command stays on one line, to be copied
+            err_console.print(f"\ninterrupted: {saved}. Continue with:\n  ouro resume {run_dir}", soft_wrap=True)
             raise typer.Exit(130)
         except HumanPause as e:
             progress.stop()
             err_console.print(
                 f"\npaused ({e.reason}): {saved} ({len(answer.book)} answers in {answer.book.path}); "
-                f"nothing answered will be asked again. Continue with:\n  ouro resume {run_dir}"
+                f"nothing answered will be asked again. Continue with:\n  ouro resume {run_dir}",
+                soft_wrap=True,
             )
             raise typer.Exit(EXIT_PAUSED)
     stopped = [o for o in outcomes if o.stopped]

@@ -178,19 +178,17 @@ def render_question(batch: Batch, index: int, generations: int, spent: float, cu
     parts: list[RenderableType] = [
         Rule(Text(title, style="bold")),
         Text.assemble(("problem   ", "bold"), batch.problem if full_problem else _short(batch.problem)),
-        Text("question  Accept what you judge good: the researcher learns only from accepted proposals.", style="dim")
-        if full_problem
-        else Text(""),
-        Text.assemble(("proposal  ", "bold"), (item.key, "bold cyan")),
-        render_proposal(item.method),
     ]
+    if full_problem:  # the first question of a session says what is asked
+        parts.append(Text("question  Accept what you judge good: the researcher learns only from accepted proposals.", style="dim"))
+    parts += [Text.assemble(("proposal  ", "bold"), (item.key, "bold cyan")), render_proposal(item.method)]
     evidence = render_evidence(batch, index)
     if evidence is not None:
         parts.append(evidence)
     if current is not None:
         parts.append(Text.assemble(("current answer: ", "bold"), _answer_text(current), ("  (Enter keeps it)", "dim")))
     parts.append(Text(HINT, style="dim"))
-    return Group(*[p for p in parts if not (isinstance(p, Text) and not p.plain)])
+    return Group(*parts)
 
 
 class HumanConsole:

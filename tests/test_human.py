@@ -114,20 +114,6 @@ def test_invalid_answers_are_explained_and_asked_again(reference):
     assert out.count("answer> ") == len(ANSWERS)
 
 
-def test_quit_then_resume_gives_the_verdicts_of_one_session(reference, tmp_path):
-    run = tmp_path / "quit"
-    first = ouro("run", *SMALL_HUMAN, "--out", str(run), "--quiet", input=_feed(SESSION_1 + ["q"]))
-    assert first.returncode == 3, first.stderr
-    assert "paused (quit)" in first.stderr and f"ouro resume {run}" in first.stderr
-    assert not (run / "summary.json").exists()
-    second = ouro("resume", str(run), "--quiet", input=_feed(SESSION_2))
-    assert second.returncode == 0, second.stderr
-    assert "generation 1 of 2 · proposal 1 of 3" not in second.stdout  # answered before: not asked again
-    assert "generation 1 of 2 · proposal 3 of 3" in second.stdout
-    assert second.stdout.count("answer> ") == len(SESSION_2)
-    assert _verdicts(run) == _verdicts(reference[0])
-
-
 def test_without_a_terminal_or_piped_answers_it_fails_at_once(tmp_path):
     run = tmp_path / "devnull"
     start = time.monotonic()
@@ -195,16 +181,28 @@ def run_in_pty(args: list[str], answers: list[str], timeout: float = 120) -> tup
     return os.waitstatus_to_exitcode(status), ANSI.sub("", output.decode(errors="replace"))
 
 
-def test_terminal_session_with_ctrl_c_then_resume(reference, tmp_path):
-    run = tmp_path / "tty"
-    code, screen = run_in_pty(["run", *SMALL_HUMAN, "--out", str(run)], SESSION_1 + SESSION_2[:3] + [CTRL_C])
+def test_ctrl_c_quit_and_resume_give_the_verdicts_of_one_session(reference, tmp_path):
+    """One session in three parts: a terminal (Ctrl-C), a pipe (q), a terminal (to the end)."""
+    run = tmp_path / "parts"
+    code, screen = run_in_pty(["run", *SMALL_HUMAN, "--out", str(run)], SESSION_1 + [CTRL_C])
     assert code == 130, screen
-    assert "'maybe' is not an answer" in screen and "current answer: reject" in screen
+    assert "'maybe' is not an answer" in screen and "please answer" in screen  # asked again at the terminal
     assert "interrupted: every finished generation and every answer given is saved" in screen
     assert f"ouro resume {run}" in screen
-    code, screen = run_in_pty(["resume", str(run)], SESSION_2[3:])
+
+    piped = ouro("resume", str(run), "--quiet", input=_feed(SESSION_2[:4] + ["q"]))
+    assert piped.returncode == 3, piped.stderr
+    assert "paused (quit)" in piped.stderr and f"ouro resume {run}" in piped.stderr
+    assert "generation 1 of 2 · proposal 1 of 3" not in piped.stdout  # answered before: not asked again
+    assert "current answer: reject" in piped.stdout  # `back` reaches an answer of the earlier session
+    assert piped.stdout.count("answer> ") == 5
+    assert not (run / "summary.json").exists()
+
+    code, screen = run_in_pty(["resume", str(run)], SESSION_2[4:])
     assert code == 0, screen
     assert "generation 2 of 2 · proposal 1 of 3" in screen and "generation 1 of 2" not in screen
+    assert screen.count("answer> ") == len(SESSION_2[4:])
+    assert "precision" in screen  # the run finished at the terminal
     assert _verdicts(run) == _verdicts(reference[0])
 
 
@@ -320,3 +318,32 @@ def test_automatic_arms_finish_first_and_seeds_are_asked_in_order(tmp_path):
     outcomes = execute(run, 1, answer=answer)
     assert [o.arm for o in outcomes] == ["none", "montecarlo", "human"]
     assert asked == [(0, 4), (0, 2), (1, 4), (1, 2)]
+
+
+def test_a_pause_between_seeds_resumes_at_the_open_batch(tmp_path):
+    """Resume values are matched by order: answers to earlier seeds survive a restart."""
+    cfg = load_config("configs/human.yaml", ["seeds=2", "loop.proposals=3", "arms=[{name: human, verifier: {kind: human}}]"])
+
+    def answerer(asked: list, pause_at: int | None = None):
+        def answer(payload: dict) -> dict:
+            batch = Batch.model_validate(payload)
+            if len(asked) == pause_at:
+                raise HumanPause("quit")
+            asked.append(batch.id)
+            decisions = ["accept", "reject", "skip", "accept"][batch.seed :]
+            return Reply(batch=batch.id, answers=[Answer(key=it.key, decision=d) for it, d in zip(batch.items, decisions)]).model_dump()
+
+        return answer
+
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    for out in (straight, paused):
+        prepare_run_dir(cfg, out)
+    asked_straight: list = []
+    execute(straight, 1, answer=answerer(asked_straight))
+    asked: list = []
+    with pytest.raises(HumanPause):
+        execute(paused, 1, answer=answerer(asked, pause_at=1))
+    assert asked == ["human/seed-0/gen-0/judge"]
+    execute(paused, 1, answer=answerer(asked))
+    assert asked == asked_straight  # seed 0's batch is not asked again
+    assert _verdicts(paused) == _verdicts(straight)
