@@ -63,16 +63,67 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
+def _share(value, ci) -> str:
+    return "–" if value is None else f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def audit_table(summary: dict) -> Table | None:
+    """Verifiers measured by a person's audit alone, beside the oracle's figures; None without audits."""
+    audited = {name: a for name, a in summary["arms"].items() if a.get("audit")}
+    if not audited:
+        return None
+    table = Table(title="audits: each audited verifier measured by a person's answers alone, and by the oracle (95% CI)")
+    for col in ("arm", "audited", "precision (audit)", "precision (oracle)", "recall (audit)", "recall (oracle)", "agreement"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for name, a in audited.items():
+        au = a["audit"]
+        table.add_row(
+            name,
+            str(au["audited"]),
+            _share(au["precision"], au["precision_ci"]),
+            _share(a["precision"], a["precision_ci"]),
+            _share(au["recall"], au["recall_ci"]),
+            _share(a["recall"], a["recall_ci"]),
+            _share(au["agreement"], au["agreement_ci"]),
+        )
+    return table
+
+
+def _print_summary(summary: dict) -> None:
+    console.print(summary_table(summary))
+    audits = audit_table(summary)
+    if audits is not None:
+        console.print(audits)
+
+
+EXIT_PAUSED = 3  # a person quit, or their answers ran out; everything answered is saved
+
+
+def _require_answers(arms: list[str]) -> None:
+    """Fail at once, before any work, when arms will ask a person and nobody can answer."""
+    from ouro.console import stdin_problem
+
+    problem = stdin_problem() if arms else None
+    if problem:
+        _fail(
+            f"arm {arms[0]} asks a person to judge proposals, but {problem}; run it in a terminal, "
+            "or pipe the answers in, one per line (e.g. `ouro run CONFIG < answers.txt`)"
+        )
+
+
 def _seeds(summary: dict) -> str:
     counts = {a.get("seeds") for a in summary["arms"].values()}
     return str(counts.pop()) if len(counts) == 1 else "the"
 
 
 def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> None:
-    from ouro.runner import execute, load_run_config
+    from ouro.console import HumanConsole, HumanPause
+    from ouro.runner import execute, load_run_config, unfinished_human_arms
     from ouro.summary import summarize
 
     config = load_run_config(run_dir)
+    asking = unfinished_human_arms(run_dir, config)
+    _require_answers(asking)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -89,19 +140,28 @@ def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> N
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
+        answer = HumanConsole(run_dir, config.loop.generations, console, before_first=progress.stop) if asking else None
+        saved = "every finished generation and every answer given is saved" if asking else "every finished generation is saved"
         try:
-            outcomes = execute(run_dir, workers, on_progress=update)
+            outcomes = execute(run_dir, workers, on_progress=update, answer=answer)
         except KeyboardInterrupt:
             progress.stop()
-            err_console.print(
-                f"\ninterrupted: every finished generation is saved. Continue with:\n  ouro resume {run_dir}"
-            )
+            # soft wrap: the command stays on one line, to be copied
+            err_console.print(f"\ninterrupted: {saved}. Continue with:\n  ouro resume {run_dir}", soft_wrap=True)
             raise typer.Exit(130)
+        except HumanPause as e:
+            progress.stop()
+            err_console.print(
+                f"\npaused ({e.reason}): {saved} ({len(answer.book)} answers in {answer.book.path}); "
+                f"nothing answered will be asked again. Continue with:\n  ouro resume {run_dir}",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_PAUSED)
     stopped = [o for o in outcomes if o.stopped]
     for o in stopped:
         err_console.print(f"arm {o.arm} stopped after generation {o.generations - 1}: {o.stopped}")
     summary = summarize(run_dir, config)
-    console.print(summary_table(summary))
+    _print_summary(summary)
     console.print(f"run directory: {run_dir}")
     if report:
         _report(run_dir)
@@ -117,10 +177,11 @@ def run(
     no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
 ) -> None:
     """Run an experiment: every arm, every seed, every generation."""
-    from ouro.runner import default_run_dir, prepare_run_dir
+    from ouro.runner import default_run_dir, human_arms, prepare_run_dir
 
     try:
         cfg = load_config(config, set_)
+        _require_answers(human_arms(cfg))
         run_dir = out if out is not None else default_run_dir(cfg)
         prepare_run_dir(cfg, run_dir)
         _execute(run_dir, workers or cfg.workers, quiet, report=not no_report)
@@ -151,7 +212,7 @@ def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     path = run_dir / "summary.json"
     if not path.is_file():
         _fail(f"{run_dir}: no summary.json (is the run finished? `ouro resume {run_dir}` completes it)")
-    console.print(summary_table(json.loads(path.read_text())))
+    _print_summary(json.loads(path.read_text()))
 
 
 @app.command()

@@ -64,6 +64,7 @@ class MethodCohort:
         arm = next(a for a in config.arms if a.name == arm_name)
         self.env = config.environment.build()
         self.verifier = arm.verifier.build(self.env)
+        self._asks_human = arm.verifier.asks_human
         self.seeds = config.seed_list
         self.loop = config.loop
         self.store = ArmStore(run_dir, arm_name)
@@ -179,6 +180,8 @@ class MethodCohort:
                         raise RuntimeError(f"verifier returned {len(verdicts)} verdicts for {len(proposals[s])} proposals")
                     return verdicts
 
+                if self._asks_human:  # a person's questions come seed by seed, in a fixed order (verifiers/human.py)
+                    return [await one(s) for s in self.seeds]
                 return await asyncio.gather(*(one(s) for s in self.seeds))
 
             results = self._run_async(judge_all())
@@ -286,4 +289,7 @@ class MethodCohort:
             }
         )
         out.update({f"cost_{k}": float(getattr(cost, k)) for k in COST_METRICS})
+        verifier_metrics = getattr(self.verifier, "metrics", None)  # e.g. an audit's confusion counts
+        if verifier_metrics is not None:
+            out.update(verifier_metrics(verdicts))
         return out

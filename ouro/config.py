@@ -54,13 +54,13 @@ def experiment_model() -> type[BaseModel]:
     """The experiment config model, over every registered component kind."""
     from ouro.agents import RESEARCHERS
     from ouro.environments import ENVIRONMENTS
-    from ouro.verifiers import VERIFIERS
+    from ouro.verifiers import verifier_config_union
 
     arm = create_model(
         "ArmConfig",
         __base__=_Strict,
         name=(Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)], ...),
-        verifier=(_union(VERIFIERS), ...),
+        verifier=(verifier_config_union(), ...),  # also resolves verifiers nested in verifiers
     )
 
     class ExperimentBase(_Strict):

@@ -4,6 +4,11 @@
 from the last checkpoint. Because every random draw is keyed by (seed, generation,
 purpose), the records an arm writes do not depend on which process ran it or how many
 ran beside it.
+
+Arms that ask a person (``verifier.asks_human``) run after every automatic arm has
+finished, one after another in the calling thread, which owns the terminal: when such an
+arm's graph stops at an ``interrupt()``, ``run_arm`` hands the payload to an *answerer*
+(the console) and resumes the graph with ``Command(resume=...)``.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
+from langgraph.types import Command
 
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
@@ -40,8 +47,15 @@ def load_run_config(run_dir: Path):
     return validate(read_yaml(rd.config_path), source=str(rd.config_path))
 
 
-def run_arm(run_dir: str, arm: str) -> ArmOutcome:
-    """Start or continue one arm's graph until it ends; returns where it ended."""
+Answerer = Callable[[Any], Any]  # an interrupt's payload -> the value to resume with
+
+
+def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcome:
+    """Start or continue one arm's graph until it ends; returns where it ended.
+
+    ``answer`` answers the arm's interrupts (a person's questions); an arm that asks and
+    has no answerer is an error, never a silent wait.
+    """
     run_dir_p = Path(run_dir)
     config = load_run_config(run_dir_p)
     generations = config.loop.generations
@@ -51,18 +65,38 @@ def run_arm(run_dir: str, arm: str) -> ArmOutcome:
         graph = build_graph(cohort, generations, saver)
         cfg = thread_config(arm, generations)
         snapshot = graph.get_state(cfg)
-        finished = rd.arm(arm).finished_generations()
-        first_open = next((g for g in range(generations) if g not in set(finished)), generations)
+        finished = set(rd.arm(arm).finished_generations())
+        first_open = next((g for g in range(generations) if g not in finished), generations)
         stopped = rd.arm(arm).read_record(first_open - 1).get("stopped") if first_open > 0 else None
         if first_open >= generations or stopped:
             final = {"generation": first_open, "stopped": stopped}
-        elif snapshot.next:
-            final = graph.invoke(None, cfg)  # continue where the graph stands (a pending interrupt too)
         else:
-            # No checkpoint, or a last checkpoint that a killed process left without a next
-            # step: the records say where the arm stands, and every stage skips finished work.
-            final = graph.invoke({"generation": first_open, "stopped": None}, cfg)
+            # Continue where the graph stands (a pending question too); with no checkpoint,
+            # or one a killed process left without a next step, start from the records:
+            # every stage skips finished work.
+            step: Any = None if snapshot.next else {"generation": first_open, "stopped": None}
+            while True:
+                if snapshot.interrupts:  # a question is open (asked before an exit, or just now)
+                    if answer is None:
+                        raise RuntimeError(f"arm {arm} waits for a person's answers, and nobody is asked")
+                    step = Command(resume=answer(snapshot.interrupts[0].value))
+                graph.invoke(step, cfg)
+                step = None
+                snapshot = graph.get_state(cfg)
+                if not snapshot.next:
+                    break
+            final = snapshot.values
     return ArmOutcome(arm, int(final.get("generation", 0)), final.get("stopped"))
+
+
+def human_arms(config) -> list[str]:
+    return [a.name for a in config.arms if a.verifier.asks_human]
+
+
+def unfinished_human_arms(run_dir: Path, config) -> list[str]:
+    """Arms that will ask a person something: those whose last generation is not recorded."""
+    last = config.loop.generations - 1
+    return [a for a in human_arms(config) if not RunDir(run_dir).arm(a).has_record(last)]
 
 
 def default_run_dir(config, root: Path = Path("runs")) -> Path:
@@ -83,32 +117,51 @@ def prepare_run_dir(config, run_dir: Path) -> None:
     atomic_write_text(rd.config_path, dump_config(config))
 
 
-def execute(run_dir: Path, workers: int, on_progress=None) -> list[ArmOutcome]:
-    """Run (or continue) every arm of the run in ``run_dir``; assembles the outputs."""
+def execute(run_dir: Path, workers: int, on_progress=None, answer: Answerer | None = None) -> list[ArmOutcome]:
+    """Run (or continue) every arm of the run in ``run_dir``; assembles the outputs.
+
+    Automatic arms first, in parallel; then the arms that ask a person, in this thread,
+    with ``answer`` answering their questions.
+    """
     config = load_run_config(run_dir)
     arms = [a.name for a in config.arms]
+    human = human_arms(config)
+    automatic = [a for a in arms if a not in human]
     rd = RunDir(run_dir)
     total = len(arms) * config.loop.generations
-    workers = max(1, min(workers, len(arms)))
     env = config.environment.build()
     if hasattr(env, "warm_up"):
         env.warm_up()
+
+    def tick() -> None:
+        if on_progress:
+            on_progress(rd.progress(arms), total)
+
+    outcomes: dict[str, ArmOutcome] = {}
+    try:
+        if automatic:
+            outcomes.update(_run_parallel(run_dir, automatic, workers, tick))
+        for arm in human:
+            outcomes[arm] = run_arm(str(run_dir), arm, answer)
+            tick()
+    finally:
+        rd.assemble(arms)
+    return [outcomes[a] for a in arms]
+
+
+def _run_parallel(run_dir: Path, arms: list[str], workers: int, tick: Callable[[], None]) -> dict[str, ArmOutcome]:
+    workers = max(1, min(workers, len(arms)))
     pool = (
         ThreadPoolExecutor(max_workers=1)
         if workers == 1
         else ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     )
-    outcomes: list[ArmOutcome] = []
     try:
         futures: list[Future] = [pool.submit(run_arm, str(run_dir), a) for a in arms]
         while not all(f.done() for f in futures):
-            if on_progress:
-                on_progress(rd.progress(arms), total)
+            tick()
             time.sleep(0.1)
-        outcomes = [f.result() for f in futures]
-        if on_progress:
-            on_progress(rd.progress(arms), total)
+        tick()
+        return {a: f.result() for a, f in zip(arms, futures)}
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        rd.assemble(arms)
-    return outcomes

@@ -72,7 +72,7 @@ def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, qua
     tp, fp, fn = total("tp"), total("fp"), total("fn")
     precision, plo, phi = wilson_ci(int(tp), int(tp + fp))
     recall, rlo, rhi = wilson_ci(int(tp), int(tp + fn))
-    return {
+    out = {
         "verdict": verdict,
         "quality": quality,
         "diversity": diversity,
@@ -83,6 +83,32 @@ def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, qua
         "unscored": total("unscored"),
         "cost": {k: total(f"cost_{k}") for k in COST_METRICS},
         "seeds": len(metrics[quality_metric]),
+    }
+    if "audit_tp" in metrics:
+        out["audit"] = audit_block(total)
+    return out
+
+
+def audit_block(total) -> dict:
+    """The audited verifier's precision and recall from a person's answers alone (verifiers/audit.py).
+
+    The audited proposals are a uniform sample of each batch, so the pooled counts
+    estimate precision and recall; the intervals are Wilson's, at 95%.
+    """
+    tp, fp, fn, tn = (int(total(f"audit_{k}")) for k in ("tp", "fp", "fn", "tn"))
+    precision, plo, phi = wilson_ci(tp, tp + fp)
+    recall, rlo, rhi = wilson_ci(tp, tp + fn)
+    agreement, alo, ahi = wilson_ci(tp + tn, tp + fp + fn + tn)
+    return {
+        "audited": tp + fp + fn + tn,
+        "skipped": int(total("audit_skipped")),
+        "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "precision": _clean(precision),
+        "precision_ci": [_clean(plo), _clean(phi)],
+        "recall": _clean(recall),
+        "recall_ci": [_clean(rlo), _clean(rhi)],
+        "agreement": _clean(agreement),
+        "agreement_ci": [_clean(alo), _clean(ahi)],
     }
 
 

@@ -41,7 +41,7 @@ def test_override_by_index():
         ("environment.dgp={kind: normal, eps: 0.1}", "environment.dgp.eps: unknown key"),
         ("environment.kind=astrology", "unknown kind 'astrology'; known kinds: "),
         ("arms.montecarlo.verifier.alpha=2", "arms[3].verifier.alpha: Input should be less than 1"),
-        ("arms.oracle.verifier.kind=psychic", "arms[4].verifier: unknown kind 'psychic'; known kinds: 'model', "),
+        ("arms.oracle.verifier.kind=psychic", "arms[4].verifier: unknown kind 'psychic'; known kinds: "),
         ("loop.regime=mix", "loop: regime 'mix' needs real_fraction > 0"),
         ("seeds=0", "seeds"),
         ("arms.1.name=none", "arms: arm names must be unique; repeated: none"),
