@@ -21,6 +21,7 @@ import yaml
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
 from ouro.graph import build_graph, sqlite_checkpointer, thread_config
+from ouro.ledger import budget_stop, resumable
 from ouro.store import RunDir, atomic_write_text
 
 
@@ -41,22 +42,42 @@ def load_run_config(run_dir: Path):
 
 
 def run_arm(run_dir: str, arm: str) -> ArmOutcome:
-    """Start or continue one arm's graph until it ends; returns where it ended."""
+    """Start or continue one arm's graph until it ends; returns where it ended.
+
+    An arm that stopped early for a reason ``resume`` may lift (the cost limit, too many
+    failed calls) continues from the next generation; an arm does not start a generation
+    while the run is over its cost limit.
+    """
     run_dir_p = Path(run_dir)
     config = load_run_config(run_dir_p)
     generations = config.loop.generations
+    over_budget = budget_stop(run_dir_p, [a.name for a in config.arms], config.cost_limit_usd)
     cohort = build_cohort(config, arm, run_dir_p)
     rd = RunDir(run_dir_p)
-    with sqlite_checkpointer(rd.checkpoints) as saver:
-        graph = build_graph(cohort, generations, saver)
-        cfg = thread_config(arm, generations)
-        snapshot = graph.get_state(cfg)
-        if not snapshot.values:
-            final = graph.invoke({"generation": 0, "stopped": None}, cfg)
-        elif snapshot.next:
-            final = graph.invoke(None, cfg)
-        else:
-            final = snapshot.values
+    try:
+        with sqlite_checkpointer(rd.checkpoints) as saver:
+            graph = build_graph(cohort, generations, saver)
+            cfg = thread_config(arm, generations)
+            snapshot = graph.get_state(cfg)
+            final = snapshot.values or {}
+            # Ended is what the state says (the graph's own exit rule), not an empty ``next``:
+            # a process killed after a node's writes were saved but before the step's
+            # checkpoint leaves ``next`` empty in a thread that has not ended.
+            ended = bool(final) and (final.get("generation", 0) >= generations or bool(final.get("stopped")))
+            lift = ended and final.get("generation", 0) < generations and resumable(final.get("stopped"))
+            between_generations = not final or tuple(snapshot.next) in ((), ("propose",)) or lift
+            if over_budget and between_generations:  # a generation in flight is finished first
+                return ArmOutcome(arm, int(final.get("generation", 0)), over_budget)
+            if not final:
+                final = graph.invoke({"generation": 0, "stopped": None}, cfg)
+            elif not ended:
+                final = graph.invoke(None, cfg)
+            elif lift:
+                graph.update_state(cfg, {"stopped": None}, as_node="measure")
+                final = graph.invoke(None, cfg)
+    finally:
+        if hasattr(cohort, "close"):
+            cohort.close()
     return ArmOutcome(arm, int(final.get("generation", 0)), final.get("stopped"))
 
 
