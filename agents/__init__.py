@@ -1,6 +1,6 @@
-"""Researchers (and, later, model providers). Import as ``ouro.agents``."""
+"""Researchers and model providers. Import as ``ouro.agents``."""
 
 from .base import RESEARCHERS, Researcher, ResearcherConfig
-from . import statistical  # noqa: F401  (registers "statistical")
+from . import llm, statistical  # noqa: F401  (register "llm" and "statistical")
 
 __all__ = ["RESEARCHERS", "Researcher", "ResearcherConfig"]

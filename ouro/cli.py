@@ -33,23 +33,40 @@ def _ci(pair) -> str:
     return "–" if lo is None or hi is None else f"[{lo:+.3g}, {hi:+.3g}]"
 
 
+def _count(x: float) -> str:
+    return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def _spent(cost: dict) -> str:
+    """What an arm spent, compactly: replications, tokens in/out, dollars, human seconds."""
+    parts = []
+    if cost.get("replications"):
+        parts.append(f"{_fmt(cost['replications'], 3)} reps")
+    if cost.get("tokens_in") or cost.get("tokens_out"):
+        parts.append(f"{_count(cost.get('tokens_in', 0))}/{_count(cost.get('tokens_out', 0))} tok")
+    if cost.get("usd"):
+        parts.append(f"${cost['usd']:.3g}")
+    if cost.get("human_seconds"):
+        parts.append(f"{_fmt(cost['human_seconds'], 3)} human s")
+    return ", ".join(parts) or "0"
+
+
 def summary_table(summary: dict) -> Table:
     q, d = summary["quality_metric"], summary["diversity_metric"]
+    proposing = any(a.get("ledger", {}).get("researcher", {}).get("calls") for a in summary["arms"].values())
     table = Table(title=f"{summary['name']}: {q} and {d}, start → end (mean over {_seeds(summary)} seeds, 95% CI)")
     for col, just in [
         ("arm", "left"), ("verdict", "left"), (f"{q}", "right"), ("Δ [95% CI]", "right"),
         (f"{d}", "right"), ("precision", "right"), ("recall", "right"), ("spent", "right"),
     ]:  # fmt: skip
         table.add_column(col, justify=just)
+    if proposing:  # a model-backed researcher: what proposing cost, beside what verifying cost
+        table.add_column("proposing", justify="right")
     colors = {"improved": "green", "collapsed": "red", "degraded": "red", "stable": "yellow"}
     for name, a in summary["arms"].items():
         qa, da = a["quality"], a["diversity"][d]
-        spent = ", ".join(
-            f"{_fmt(v, 3)} {label}"
-            for key, label in (("replications", "reps"), ("tokens_in", "tok in"), ("tokens_out", "tok out"),
-                               ("usd", "USD"), ("human_seconds", "human s"))
-            if (v := a["cost"].get(key))
-        ) or "0"  # fmt: skip
+        spent = _spent(a["cost"])
+        extra = [_spent(a.get("ledger", {}).get("researcher", {}))] if proposing else []
         table.add_row(
             name,
             f"[{colors.get(a['verdict'], 'white')}]{a['verdict']}[/]",
@@ -59,6 +76,7 @@ def summary_table(summary: dict) -> Table:
             _fmt(a["precision"], 2),
             _fmt(a["recall"], 2),
             spent,
+            *extra,
         )
     return table
 
@@ -157,14 +175,27 @@ def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> N
                 soft_wrap=True,
             )
             raise typer.Exit(EXIT_PAUSED)
-    stopped = [o for o in outcomes if o.stopped]
-    for o in stopped:
-        err_console.print(f"arm {o.arm} stopped after generation {o.generations - 1}: {o.stopped}")
+    reasons: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.stopped:
+            where = f"after generation {o.generations - 1}" if o.generations else "before generation 0"
+            reasons.setdefault(o.stopped, []).append(f"{o.arm} ({where})")
+    for reason, arms in reasons.items():
+        label = "arm" if len(arms) == 1 else "arms"
+        err_console.print(f"{label} {', '.join(arms)} stopped: {reason}", highlight=False, soft_wrap=True)
     summary = summarize(run_dir, config)
     _print_summary(summary)
     console.print(f"run directory: {run_dir}")
     if report:
         _report(run_dir)
+
+
+def _preflight(config) -> None:
+    """Missing keys and impossible arms fail here, in one line; suspicious arms are warned about."""
+    from ouro.preflight import preflight
+
+    for warning in preflight(config):
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -181,6 +212,7 @@ def run(
 
     try:
         cfg = load_config(config, set_)
+        _preflight(cfg)
         _require_answers(human_arms(cfg))
         run_dir = out if out is not None else default_run_dir(cfg)
         prepare_run_dir(cfg, run_dir)
@@ -192,15 +224,22 @@ def run(
 @app.command()
 def resume(
     run_dir: Path = typer.Argument(..., help="a run directory made by `ouro run`"),
+    set_: List[str] = typer.Option(
+        [], "--set", help="change a field that is safe mid-run, e.g. --set cost_limit_usd=20 (saved to config.yaml)"
+    ),
     workers: Optional[int] = typer.Option(None, "--workers", min=1),
     quiet: bool = typer.Option(False, "--quiet"),
     no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
 ) -> None:
-    """Continue a run after a crash, a kill or Ctrl-C; finished generations are not redone."""
+    """Continue a run after a crash, a kill, Ctrl-C, the cost limit or failed calls; finished generations are not redone."""
+    from ouro.config import amend_saved_config
     from ouro.runner import load_run_config
 
     try:
         cfg = load_run_config(run_dir)
+        if set_:
+            cfg = amend_saved_config(run_dir / "config.yaml", set_)
+        _preflight(cfg)
         _execute(run_dir, workers or cfg.workers, quiet, report=not no_report)
     except ConfigError as e:
         _fail(str(e))

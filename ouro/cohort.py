@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ouro.dialogue import judge_valid, verify_with_dialogue
+from ouro.ledger import ArmLedger
 from ouro.rng import stream
 from ouro.store import ArmStore
-from ouro.types import Cost, Verdict
+from ouro.types import Cost, ProposalBatch, Verdict, is_invalid
 from ouro.verifiers.base import JudgeContext
 
 STAGES = ("propose", "verify", "curate", "learn", "measure")
@@ -69,6 +71,11 @@ class MethodCohort:
         self.loop = config.loop
         self.store = ArmStore(run_dir, arm_name)
         self.researchers = {s: config.researcher.build(self.env) for s in self.seeds}
+        first = self.researchers[self.seeds[0]]
+        # model-backed researchers propose concurrently (``apropose``) and may revise rejects
+        self._async_propose = hasattr(first, "apropose")
+        self._rounds = int(getattr(first, "feedback_rounds", 0) or 0) if self._async_propose else 0
+        self.ledger = ArmLedger(config, arm_name, self.store, self.verifier, first)
         self._state_generation: int | None = None  # generation whose starting state the researchers hold
         self._memory: dict[tuple[int, str], Any] = {}
         self._timings: dict[tuple[int, str], float] = {}
@@ -96,8 +103,17 @@ class MethodCohort:
     # recompute what a dead one held in memory. Work that cost money or a person's time
     # (a component with ``costly = True``: model calls, human answers) is also saved to the
     # run directory as soon as it exists, and read back instead of being paid for twice.
-    _PRODUCER = {"proposals": "propose", "verdicts": "verify", "pools": "curate", "states": "learn"}
-    _PERSISTED = ("proposals", "verdicts")
+    _PRODUCER = {
+        "batches": "propose",
+        "proposals": "propose",
+        "dialogue": "verify",
+        "verdicts": "verify",
+        "pools": "curate",
+        "states": "learn",
+    }
+    # "batches" (what proposing cost) is saved before "proposals", and "dialogue" (revised
+    # proposals) before "verdicts": the later file's presence means the stage finished.
+    _PERSISTED = ("batches", "proposals", "dialogue", "verdicts")
 
     @property
     def _costly(self) -> bool:
@@ -142,6 +158,27 @@ class MethodCohort:
                 self.researchers[s].load_state(rec["researchers"][str(s)])
         self._state_generation = generation
 
+    def _final(self, generation: int) -> dict[int, list]:
+        """The proposals as they stand after verification: revisions replace what they revised."""
+        if self._rounds:
+            return {s: v.proposals for s, v in self._get(generation, "dialogue").items()}
+        return self._get(generation, "proposals")
+
+    def close(self) -> None:
+        """Close the model clients opened on this cohort's event loop, then the loop."""
+        loop = getattr(self, "_loop", None)
+        if loop is None:
+            return
+        holders = [self.verifier, *self.researchers.values()]
+        providers = {id(p): p for p in (getattr(h, "provider", None) for h in holders) if hasattr(p, "aclose")}
+
+        async def close_all() -> None:
+            await asyncio.gather(*(p.aclose() for p in providers.values()))
+
+        loop.run_until_complete(close_all())
+        loop.close()
+        self._loop = None
+
     # ------------------------------------------------------------ the five stages
     def propose(self, generation: int) -> None:
         if self.store.has_record(generation):
@@ -151,7 +188,17 @@ class MethodCohort:
         with self._timed(generation, "propose"):
             self._ensure_state(generation)
             n = self.loop.proposals
-            proposals = {s: self.researchers[s].propose(n, stream(s, generation, "propose")) for s in self.seeds}
+            if self._async_propose:
+
+                async def propose_all() -> list[ProposalBatch]:
+                    asks = (self.researchers[s].apropose(n, stream(s, generation, "propose")) for s in self.seeds)
+                    return await asyncio.gather(*asks)
+
+                batches = dict(zip(self.seeds, self._run_async(propose_all())))
+                self._put(generation, "batches", batches)
+                proposals = {s: b.methods for s, b in batches.items()}
+            else:
+                proposals = {s: self.researchers[s].propose(n, stream(s, generation, "propose")) for s in self.seeds}
             self._put(generation, "proposals", proposals)
 
     def verify(self, generation: int) -> None:
@@ -162,36 +209,49 @@ class MethodCohort:
         with self._timed(generation, "verify"):
             self._ensure_state(generation)
             proposals = self._get(generation, "proposals")
+            batches = self._get(generation, "batches") if self._async_propose else {}
             pools = self._previous_pools(generation)
 
-            async def judge_all() -> list[list[Verdict]]:
-                async def one(s: int) -> list[Verdict]:
-                    ctx = JudgeContext(
-                        env=self.env,
-                        seed=s,
-                        generation=generation,
-                        rng=stream(s, generation, "verify"),
-                        researcher=self.researchers[s],
-                        pool=pools[s],
-                        arm=self.arm,
-                    )
-                    verdicts = await self.verifier.judge(proposals[s], ctx)
-                    if len(verdicts) != len(proposals[s]):
-                        raise RuntimeError(f"verifier returned {len(verdicts)} verdicts for {len(proposals[s])} proposals")
-                    return verdicts
+            def context(s: int, round_: int) -> JudgeContext:
+                return JudgeContext(
+                    env=self.env,
+                    seed=s,
+                    generation=generation,
+                    rng=stream(s, generation, "verify" if round_ == 0 else f"verify:revision{round_}"),
+                    researcher=self.researchers[s],
+                    pool=pools[s],
+                    arm=self.arm,
+                )
+
+            async def judge_all() -> list:
+                async def one(s: int):
+                    if self._rounds:  # the researcher-verifier dialogue
+                        return await verify_with_dialogue(
+                            self.verifier,
+                            self.researchers[s],
+                            proposals[s],
+                            batches[s].provenance,
+                            lambda r: context(s, r),
+                            lambda r: stream(s, generation, f"revise:{r}"),
+                            self._rounds,
+                        )
+                    return await judge_valid(self.verifier, proposals[s], context(s, 0))
 
                 if self._asks_human:  # a person's questions come seed by seed, in a fixed order (verifiers/human.py)
                     return [await one(s) for s in self.seeds]
                 return await asyncio.gather(*(one(s) for s in self.seeds))
 
-            results = self._run_async(judge_all())
-            self._put(generation, "verdicts", dict(zip(self.seeds, results)))
+            results = dict(zip(self.seeds, self._run_async(judge_all())))
+            if self._rounds:
+                self._put(generation, "dialogue", results)
+                results = {s: v.verdicts for s, v in results.items()}
+            self._put(generation, "verdicts", results)
 
     def curate(self, generation: int) -> None:
         if self.store.has_record(generation):
             return  # finished before a crash: its record is the truth
         with self._timed(generation, "curate"):
-            proposals = self._get(generation, "proposals")
+            proposals = self._final(generation)
             verdicts = self._get(generation, "verdicts")
             previous = self._previous_pools(generation)
             loop = self.loop
@@ -224,48 +284,69 @@ class MethodCohort:
 
     def measure(self, generation: int) -> str | None:
         if self.store.has_record(generation):
-            return self.store.read_record(generation).get("stopped")
+            return self.store.read_record(generation).get("stopped") or self.ledger.budget_stop()
         start = time.perf_counter()
-        proposals = self._get(generation, "proposals")
+        proposals = self._final(generation)
         verdicts = self._get(generation, "verdicts")
         pools = self._get(generation, "pools")
         states = self._get(generation, "states")
+        batches = self._get(generation, "batches") if self._async_propose else {}
+        dialogue = self._get(generation, "dialogue") if self._rounds else {}
         recorded = is_recorded(generation, self.loop)
         rows, lines = [], []
         for s in self.seeds:
             methods, vs = proposals[s], verdicts[s]
-            quality = self.env.oracle(methods)
-            good = self.env.is_good(quality)
+            valid = np.array([not is_invalid(m) for m in methods], dtype=bool)
+            kept = [m for m, ok in zip(methods, valid) if ok]
+            quality = np.full(len(methods), np.nan)
+            good = np.zeros(len(methods), dtype=bool)
+            if kept:
+                quality[valid] = self.env.oracle(kept)
+                good[valid] = self.env.is_good(quality[valid])
             if recorded:
-                rows += [(s, k, v) for k, v in self._metrics(methods, vs, quality, good).items()]
+                kept_vs = [v for v, ok in zip(vs, valid) if ok]
+                rows += [(s, k, v) for k, v in self._metrics(kept, kept_vs, quality[valid], good[valid]).items()]
+                if self._async_propose:
+                    rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid).items()]
+                if s in dialogue:  # what the researcher proposed before any revision, for paired starts
+                    first = [m for m in self._get(generation, "proposals")[s] if not is_invalid(m)]
+                    rows.append((s, "quality_mean_first", float(np.mean(self.env.oracle(first))) if first else float("nan")))
+            origins = dialogue[s].provenance if s in dialogue else batches[s].provenance if s in batches else None
             for i, (m, v, q, gd) in enumerate(zip(methods, vs, quality, good)):
-                lines.append(
-                    {
-                        "arm": self.arm,
-                        "seed": s,
-                        "generation": generation,
-                        "index": i,
-                        "method": m.model_dump(),
-                        "key": self.env.method_key(m),
-                        "accept": v.accept,
-                        "score": v.score,
-                        "oracle_quality": None if np.isnan(q) else float(q),
-                        "good": bool(gd),
-                        "cost": {k: x for k, x in v.cost.__dict__.items() if x},
-                        "rationale": v.rationale,
-                    }
-                )
+                line = {
+                    "arm": self.arm,
+                    "seed": s,
+                    "generation": generation,
+                    "index": i,
+                    "method": m.model_dump(),
+                    "key": self.env.method_key(m) if valid[i] else "invalid",
+                    "accept": v.accept,
+                    "score": v.score,
+                    "oracle_quality": float(q) if valid[i] and not np.isnan(q) else None,
+                    "good": bool(gd),
+                    "cost": {k: x for k, x in v.cost.__dict__.items() if x},
+                    "rationale": v.rationale,
+                }
+                if v.accept is True and self._costly:
+                    line["provenance"] = self.ledger.provenance(origins[i] if origins else None)
+                lines.append(line)
+        spend, spend_to_date = self.ledger.spend(generation, batches, dialogue, verdicts)
+        stopped = self.ledger.failure_stop(batches, dialogue, verdicts)
         record = {
             "generation": generation,
             "researchers": {str(s): states[s] for s in self.seeds},
             "pools": {str(s): [m.model_dump(mode="json") for m in pools[s]] for s in self.seeds},
             "metrics": rows,
             "verdict_lines": [json.dumps(line, separators=(",", ":")) for line in lines],
+            "spend": spend,
+            "spend_to_date": spend_to_date,
         }
+        if stopped:
+            record["stopped"] = stopped
         self._timings[(generation, "measure")] = time.perf_counter() - start
         record["timings"] = self._timing_rows(generation)
         self.store.write_record(generation, record)
-        return None
+        return stopped or self.ledger.budget_stop()
 
     def _metrics(self, methods: list, verdicts: list[Verdict], quality: np.ndarray, good: np.ndarray) -> dict[str, float]:
         accept = np.array([v.accept is True for v in verdicts])

@@ -161,8 +161,8 @@ def _field_path(loc: tuple, data: Any) -> str:
             if part in node:
                 out.append(part)
                 node = node[part]
-            elif node.get("kind") == part:
-                continue  # the discriminated union's tag, not a field
+            elif part in (node.get("kind"), node.get("provider")):
+                continue  # a discriminated union's tag, not a field
             else:
                 out.append(part)
                 node = None
@@ -187,7 +187,8 @@ def format_validation_error(err: ValidationError, data: Any, source: str = "conf
         msg = "unknown key"
     elif first["type"] == "union_tag_invalid":
         ctx = first.get("ctx", {})
-        msg = f"unknown kind {ctx.get('tag')!r}; known kinds: {ctx.get('expected_tags')}"
+        tag = str(ctx.get("discriminator", "kind")).strip("'")
+        msg = f"unknown {tag} {ctx.get('tag')!r}; known {tag}s: {ctx.get('expected_tags')}"
     elif first["type"] == "literal_error" and first["loc"][-1] == "kind":
         msg = f"unknown kind {first['input']!r}; known kinds: {first.get('ctx', {}).get('expected')}"
     elif first["type"] == "missing":
@@ -234,3 +235,59 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------ resuming with changes
+
+RESUME_SAFE = ("cost_limit_usd", "workers")
+RESUME_SAFE_PROVIDER = (
+    "base_url",
+    "api_key_env",
+    "timeout_s",
+    "max_attempts",
+    "max_total_s",
+    "backoff_initial_s",
+    "backoff_max_s",
+    "concurrency",
+)
+"""What ``ouro resume --set`` may change: the budget, the worker count, and how a model is
+reached (not which model, nor how it samples). Everything else would make the finished
+generations and the ones still to come answers to different questions."""
+
+
+def check_resume_override(data: dict, assignment: str) -> None:
+    """Refuse, in one line, an override that is not safe to apply to a run in progress."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. cost_limit_usd=20")
+    key = assignment.split("=", 1)[0].strip()
+    parts = [p for p in key.split(".") if p]
+    if len(parts) == 1 and parts[0] in RESUME_SAFE:
+        return
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, ".".join(parts[: i + 1]))]
+        elif isinstance(node, dict) and isinstance(node.get(part), (dict, list)):
+            node = node[part]
+        else:
+            node = None
+            break
+    if parts and isinstance(node, dict) and "provider" in node and parts[-1] in RESUME_SAFE_PROVIDER:
+        return
+    raise ConfigError(
+        f"--set {key}: cannot be changed when resuming (the finished generations were made with it); "
+        f"resume accepts {', '.join(RESUME_SAFE)}, and a model's {', '.join(RESUME_SAFE_PROVIDER)}"
+    )
+
+
+def amend_saved_config(path: str | Path, overrides: list[str]):
+    """Apply safe overrides to a run's saved config.yaml, validate, and save it back."""
+    from ouro.store import atomic_write_text
+
+    data = read_yaml(path)
+    for assignment in overrides:
+        check_resume_override(data, assignment)
+        apply_override(data, assignment)
+    config = validate(data, source=str(path))
+    atomic_write_text(Path(path), dump_config(config))
+    return config

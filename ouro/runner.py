@@ -28,6 +28,7 @@ from langgraph.types import Command
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
 from ouro.graph import build_graph, sqlite_checkpointer, thread_config
+from ouro.ledger import budget_stop, resumable
 from ouro.store import RunDir, atomic_write_text
 
 
@@ -54,29 +55,39 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
     """Start or continue one arm's graph until it ends; returns where it ended.
 
     ``answer`` answers the arm's interrupts (a person's questions); an arm that asks and
-    has no answerer is an error, never a silent wait.
+    has no answerer is an error, never a silent wait. An arm that stopped early for a
+    reason ``resume`` may lift (the cost limit, too many failed calls) continues from the
+    next generation; an arm does not start a generation while the run is over its cost
+    limit.
     """
     run_dir_p = Path(run_dir)
     config = load_run_config(run_dir_p)
     generations = config.loop.generations
+    over_budget = budget_stop(run_dir_p, [a.name for a in config.arms], config.cost_limit_usd)
     cohort = build_cohort(config, arm, run_dir_p)
     rd = RunDir(run_dir_p)
-    with sqlite_checkpointer(rd.checkpoints) as saver:
-        graph = build_graph(cohort, generations, saver)
-        cfg = thread_config(arm, generations)
-        snapshot = graph.get_state(cfg)
-        finished = set(rd.arm(arm).finished_generations())
-        first_open = next((g for g in range(generations) if g not in finished), generations)
-        stopped = rd.arm(arm).read_record(first_open - 1).get("stopped") if first_open > 0 else None
-        if first_open >= generations or stopped:
-            final = {"generation": first_open, "stopped": stopped}
-        else:
-            # Continue where the graph stands (a pending question too); with no checkpoint,
-            # or one a killed process left without a next step, start from the records:
-            # every stage skips finished work.
-            step: Any = None if snapshot.next else {"generation": first_open, "stopped": None}
+    try:
+        with sqlite_checkpointer(rd.checkpoints) as saver:
+            graph = build_graph(cohort, generations, saver)
+            cfg = thread_config(arm, generations)
+            snapshot = graph.get_state(cfg)
+            # Where the arm stands is read from its generation records: a process killed
+            # between a node's writes and its checkpoint can leave a thread whose ``next``
+            # is empty although it has not ended.
+            finished = set(rd.arm(arm).finished_generations())
+            first_open = next((g for g in range(generations) if g not in finished), generations)
+            stopped = rd.arm(arm).read_record(first_open - 1).get("stopped") if first_open > 0 else None
+            lift = bool(stopped) and resumable(stopped)
+            if first_open >= generations or (stopped and not lift):
+                return ArmOutcome(arm, first_open, stopped)
+            between_generations = lift or tuple(snapshot.next) in ((), ("propose",))
+            if over_budget and between_generations:  # a generation in flight is finished first
+                return ArmOutcome(arm, first_open, over_budget)
+            # Continue where the graph stands (a pending question too); otherwise start at
+            # the first open generation: every stage skips finished work.
+            step: Any = None if (snapshot.next and not lift) else {"generation": first_open, "stopped": None}
             while True:
-                if snapshot.interrupts:  # a question is open (asked before an exit, or just now)
+                if snapshot.interrupts and step is None:  # a question is open
                     if answer is None:
                         raise RuntimeError(f"arm {arm} waits for a person's answers, and nobody is asked")
                     step = Command(resume=answer(snapshot.interrupts[0].value))
@@ -86,6 +97,9 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
                 if not snapshot.next:
                     break
             final = snapshot.values
+    finally:
+        if hasattr(cohort, "close"):
+            cohort.close()
     return ArmOutcome(arm, int(final.get("generation", 0)), final.get("stopped"))
 
 

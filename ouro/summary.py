@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ouro.cohort import COST_METRICS
+from ouro.ledger import latest_spend, spend_summary
 from ouro.stats import mean_ci, wilson_ci
 from ouro.store import atomic_write_text
 from ouro.verdict import arm_verdict
@@ -133,6 +134,8 @@ def summarize(run_dir: Path, config) -> dict:
                 metrics[arm.name], env.quality_metric, env.diversity_metric, getattr(env, "quality_direction", 1)
             )
             arms[arm.name]["cost"]["wall_seconds"] = round(seconds[arm.name].get("verify", 0.0), 3)
+            # the whole ledger, from the generation records: verifier and researcher, tokens and USD
+            arms[arm.name]["ledger"] = spend_summary(latest_spend(run_dir, arm.name))
     summary = {
         "name": config.name,
         "quality_metric": env.quality_metric,

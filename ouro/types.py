@@ -42,3 +42,65 @@ class Verdict(BaseModel):
     rationale: str = ""
     cost: Cost = Field(default_factory=Cost)
     evidence: dict | None = None
+
+
+class InvalidProposal(BaseModel):
+    """A slot the researcher failed to fill: output that never validated after its
+    re-asks, or a call that failed for good.
+
+    It stays in the generation's proposal list, so that a generation always has its n
+    slots and the failure is on record (``verdicts.jsonl`` shows it with its reason).
+    No verifier ever sees it: it is rejected with its reason, never enters a pool, and
+    is left out of quality, diversity and the verifier's confusion counts.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    invalid: str
+    raw: str = ""
+    failed_call: bool = False  # the request itself failed (transport), not its content
+
+
+def is_invalid(method: object) -> bool:
+    return isinstance(method, InvalidProposal)
+
+
+class Feedback(BaseModel):
+    """What a researcher revising a rejected proposal is told: the proposal and the
+    verifier's rationale and evidence (the researcher-verifier dialogue)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    proposal: BaseModel
+    rationale: str = ""
+    evidence: dict | None = None
+
+
+class ProposalBatch(BaseModel):
+    """What a model-backed researcher returns from ``apropose``: the proposals, and what
+    making them cost, so that the ledger counts proposing as well as judging.
+
+    ``requests`` counts logical requests (one per batch of ``per_call`` proposals),
+    ``failed`` those that ended without a valid answer; ``cost.calls`` counts HTTP
+    attempts. ``provenance[i]`` says where proposal i came from (provider, model,
+    adapter, prompt hash).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    methods: list = Field(default_factory=list)
+    provenance: list[dict | None] = Field(default_factory=list)
+    cost: Cost = Field(default_factory=Cost)
+    requests: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+    def __add__(self, other: "ProposalBatch") -> "ProposalBatch":
+        return ProposalBatch(
+            methods=self.methods + other.methods,
+            provenance=self.provenance + other.provenance,
+            cost=self.cost + other.cost,
+            requests=self.requests + other.requests,
+            failed=self.failed + other.failed,
+            last_error=other.last_error or self.last_error,
+        )

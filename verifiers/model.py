@@ -6,6 +6,9 @@
 * ``judge: surrogate``: a regression of quality on method features, fitted once on a
   few oracle-labelled real methods and then frozen: a cheap learned judge whose errors
   are those of a small, fixed training set.
+* ``judge: llm``: a language model reads the problem, the proposal and, optionally,
+  Monte Carlo evidence, and answers accept / predicted quality / rationale
+  (``verifiers/llm_judge.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
+
+from ouro.agents.providers import AnyProviderConfig
 
 from ouro.environments.closed_form import Batch, BatchVerdicts
 from ouro.environments.estimators.methods import FAMILIES, FAMILY_NAMES, param_of
@@ -26,13 +31,32 @@ from .base import VERIFIERS, JudgeContext, VerifierConfig
 @VERIFIERS.register
 class ModelVerifierConfig(VerifierConfig):
     kind: Literal["model"] = "model"
-    judge: Literal["self", "surrogate"] = "self"
+    judge: Literal["self", "surrogate", "llm"] = "self"
     keep: float = Field(0.5, gt=0.0, le=1.0, description="self: fraction of each batch kept, most likely first")
     ridge: float = Field(1.0, gt=0.0, description="surrogate: ridge penalty of the feature regression")
+    model: AnyProviderConfig | None = Field(None, description="llm: the provider block of the judging model")
+    evidence: Literal["none", "montecarlo"] = Field("none", description="llm: what the judge sees besides the proposal")
+    replications: int = Field(200, ge=2, le=1_000_000, description="llm with evidence montecarlo: simulated data sets")
+    threshold: float = Field(1.0, description="llm: the bar a proposal's quality must exceed, stated in the prompt")
+    max_failed_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="llm: the generation fails when more than this share of its calls failed for good"
+    )
+
+    @model_validator(mode="after")
+    def _model_for_llm(self) -> "ModelVerifierConfig":
+        if self.judge == "llm" and self.model is None:
+            raise ValueError("judge 'llm' needs a model: {provider: ..., model: ...}")
+        if self.judge != "llm" and self.model is not None:
+            raise ValueError(f"model is only used by judge 'llm' (this judge is {self.judge!r})")
+        return self
 
     def build(self, env: Any):
         if self.judge == "self":
             return SelfJudge(self)
+        if self.judge == "llm":
+            from .llm_judge import LLMJudge
+
+            return LLMJudge(self, env)
         return SurrogateJudge(self, env)
 
 

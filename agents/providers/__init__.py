@@ -1,5 +1,6 @@
 """Model providers: one async interface (``structured``, ``chat``) over OpenAI,
-Anthropic and vLLM servers, with one shared retry loop and cost accounting.
+Anthropic and vLLM servers and an offline scripted model, with one shared retry loop
+and cost accounting.
 
 A YAML block such as ``{provider: vllm, model: Qwen/Qwen2.5-7B-Instruct}`` becomes a
 provider with ``build_provider(block)``; the ``provider`` key picks the config class.
@@ -22,17 +23,19 @@ from .base import (
     RawReply,
 )
 from .openai import OpenAIConfig, OpenAIProvider
+from .scripted import ScriptedConfig, ScriptedProvider
 from .vllm import VLLMConfig, VLLMProvider
 
 PROVIDERS: dict[str, type[ProviderConfig]] = {
     "openai": OpenAIConfig,
     "vllm": VLLMConfig,
     "anthropic": AnthropicConfig,
+    "scripted": ScriptedConfig,
 }
 """Provider name (the ``provider`` key in YAML) to its config class."""
 
 AnyProviderConfig = Annotated[
-    Union[OpenAIConfig, VLLMConfig, AnthropicConfig], Field(discriminator="provider")
+    Union[OpenAIConfig, VLLMConfig, AnthropicConfig, ScriptedConfig], Field(discriminator="provider")
 ]
 """The field type for a provider inside a larger config: pydantic picks the class."""
 
@@ -51,6 +54,23 @@ def build_provider(config: ProviderConfig | Mapping[str, Any]) -> Provider:
     return provider_config(config).build()
 
 
+_SHARED: dict[ProviderConfig, Provider] = {}
+
+
+def shared_provider(config: ProviderConfig | Mapping[str, Any]) -> Provider:
+    """One provider per distinct config in a process.
+
+    Every seed's researcher (and a judge configured identically) then share one
+    concurrency limit and one connection pool per event loop, so ``concurrency`` means
+    what it says: requests in flight to that endpoint, not per seed.
+    """
+    cfg = provider_config(config)
+    provider = _SHARED.get(cfg)
+    if provider is None:
+        provider = _SHARED[cfg] = cfg.build()
+    return provider
+
+
 __all__ = [
     "PROVIDERS",
     "AnyProviderConfig",
@@ -65,8 +85,11 @@ __all__ = [
     "ProviderConfig",
     "ProviderConfigError",
     "RawReply",
+    "ScriptedConfig",
+    "ScriptedProvider",
     "VLLMConfig",
     "VLLMProvider",
     "build_provider",
     "provider_config",
+    "shared_provider",
 ]

@@ -3,16 +3,19 @@
 Structured output is a single forced tool: its ``input_schema`` is the pydantic JSON
 schema and ``tool_choice`` names it, so the reply is a ``tool_use`` block whose input is
 the object. System messages go in the ``system`` parameter, as the API requires.
+The SDK is imported when a provider is built (see ``openai.py`` for why).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import anthropic
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import anthropic
 
 from ._http import pooled_client
 from .base import (
@@ -46,7 +49,6 @@ class AnthropicConfig(ProviderConfig):
 
 class AnthropicProvider(Provider):
     name: ClassVar[str] = "anthropic"
-    api_errors = (anthropic.AnthropicError,)
     config: AnthropicConfig
 
     def __init__(self, config: AnthropicConfig) -> None:
@@ -59,8 +61,13 @@ class AnthropicProvider(Provider):
                 f"anthropic provider for model {config.model!r} needs an API key: "
                 f"set the environment variable {config.api_key_env}"
             )
+        import anthropic
 
-    def _make_client(self) -> anthropic.AsyncAnthropic:
+        self.api_errors = (anthropic.AnthropicError,)
+
+    def _make_client(self) -> "anthropic.AsyncAnthropic":
+        import anthropic
+
         return anthropic.AsyncAnthropic(
             api_key=self._api_key,
             base_url=self.config.base_url,
@@ -91,6 +98,8 @@ class AnthropicProvider(Provider):
         return RawReply(text=_reply_text(response.content, schema is not None), **_usage(response.usage))
 
     def classify(self, exc: BaseException) -> Failure:
+        import anthropic
+
         if isinstance(exc, anthropic.APIStatusError):
             return classify_status(exc.status_code)
         if isinstance(exc, (anthropic.APIConnectionError, anthropic.RetryableError)):
@@ -125,6 +134,8 @@ def _usage(usage: Any) -> dict[str, int]:
 
 def _http_client(concurrency: int, timeout_s: float) -> Any:
     """The SDK's client class derives from httpx's or httpx2's, by release."""
+    import anthropic
+
     factory = anthropic.DefaultAsyncHttpxClient
     base = next(c for c in factory.__mro__ if c.__name__ == "AsyncClient")
     return pooled_client(factory, base.__module__.split(".")[0], concurrency, timeout_s)

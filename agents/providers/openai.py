@@ -2,18 +2,23 @@
 
 Also the base of the vLLM provider: any OpenAI-compatible server works with
 ``base_url``. Structured output uses ``response_format`` with a JSON schema.
+
+The SDK is imported when a provider is built, not with this module: configs are
+validated in every run, and importing the SDK costs about a second of CPU that a run
+without model agents (and each of its worker processes) should not pay.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import openai
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from ._http import pooled_client
+if TYPE_CHECKING:
+    import openai
+
 from .base import (
     Failure,
     MalformedResponse,
@@ -43,12 +48,14 @@ class OpenAIConfig(ProviderConfig):
 
 class OpenAIProvider(Provider):
     name: ClassVar[str] = "openai"
-    api_errors = (openai.APIError,)
     config: OpenAIConfig
 
     def __init__(self, config: OpenAIConfig) -> None:
         super().__init__(config)
         self._api_key = self._resolve_key()
+        import openai
+
+        self.api_errors = (openai.APIError,)
 
     def _resolve_key(self) -> str:
         key = os.environ.get(self.config.api_key_env, "")
@@ -59,7 +66,9 @@ class OpenAIProvider(Provider):
             )
         return key
 
-    def _make_client(self) -> openai.AsyncOpenAI:
+    def _make_client(self) -> "openai.AsyncOpenAI":
+        import openai
+
         return openai.AsyncOpenAI(
             api_key=self._api_key,
             base_url=self.config.base_url,
@@ -87,6 +96,8 @@ class OpenAIProvider(Provider):
         change. That is a third of the client's cost at vLLM-style concurrency; auth,
         timeouts, error mapping and response parsing are still the SDK's.
         """
+        from openai.types.chat import ChatCompletion
+
         body: dict[str, Any] = {
             "model": self.request_model,
             "messages": messages,
@@ -109,6 +120,8 @@ class OpenAIProvider(Provider):
         )
 
     def classify(self, exc: BaseException) -> Failure:
+        import openai
+
         if isinstance(exc, openai.APIStatusError):
             return classify_status(exc.status_code)
         if isinstance(exc, openai.APIConnectionError):  # timeouts included
@@ -118,6 +131,8 @@ class OpenAIProvider(Provider):
 
 def _http_client(concurrency: int, timeout_s: float) -> Any:
     """openai>=3 is built on httpx2, older releases on httpx."""
+    import openai
+
     if hasattr(openai, "DefaultAsyncHttpx2Client"):
         return pooled_client(openai.DefaultAsyncHttpx2Client, "httpx2", concurrency, timeout_s)
     return pooled_client(openai.DefaultAsyncHttpxClient, "httpx", concurrency, timeout_s)

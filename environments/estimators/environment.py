@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
 
 from .dgp import DGP, Contaminated, simulate_samples
-from .methods import FAMILIES, FAMILY_NAMES, _Method, evaluate_with_errors, method_key, param_of, parse_method
+from .methods import FAMILIES, FAMILY_NAMES, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method
 from .oracle import Oracle
 
 # The human knowledge the loop starts from: what statistics textbooks reach for. The
@@ -55,8 +55,7 @@ class EstimatorsEnvironment:
     quality_metric: ClassVar[str] = "quality_mean"
     diversity_metric: ClassVar[str] = "entropy"
     baseline_quality: ClassVar[float] = 1.0
-    quality_label: ClassVar[str] = "efficiency relative to the sample mean (×)"  # axis labels of reports
-    diversity_label: ClassVar[str] = "entropy over method families (nats)"
+    method_type: ClassVar[Any] = DSLMethod  # what a proposal is: the schema model-backed researchers write
 
     def __init__(self, config: EstimatorsConfig) -> None:
         self.config = config

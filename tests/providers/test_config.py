@@ -17,6 +17,7 @@ from ouro.agents.providers import (
     ProviderConfig,
     ProviderConfigError,
     RawReply,
+    ScriptedConfig,
     VLLMConfig,
     VLLMProvider,
     build_provider,
@@ -26,7 +27,7 @@ from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI
 
 
 def test_registry_names_every_provider() -> None:
-    assert PROVIDERS == {"openai": OpenAIConfig, "vllm": VLLMConfig, "anthropic": AnthropicConfig}
+    assert PROVIDERS == {"openai": OpenAIConfig, "vllm": VLLMConfig, "anthropic": AnthropicConfig, "scripted": ScriptedConfig}
 
 
 def test_yaml_mapping_picks_the_config_class() -> None:
