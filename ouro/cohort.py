@@ -64,6 +64,8 @@ class MethodCohort:
         self.loop = config.loop
         self.store = ArmStore(run_dir, arm_name)
         self.researchers = {s: config.researcher.build(self.env) for s in self.seeds}
+        for s, r in self.researchers.items():  # researchers with artifacts (adapters) learn where they go
+            getattr(r, "bind", lambda *_: None)(run_dir, arm_name, s)
         self._state_generation: int | None = None  # generation whose starting state the researchers hold
         self._memory: dict[tuple[int, str], Any] = {}
 
@@ -210,8 +212,8 @@ class MethodCohort:
         return None
 
     def _metrics(self, methods: list, verdicts: list[Verdict], quality: np.ndarray, good: np.ndarray) -> dict[str, float]:
-        accept = np.array([v.accept is True for v in verdicts])
-        scored = np.array([v.accept is not None for v in verdicts])
+        accept = np.array([v.accept is True for v in verdicts], dtype=bool)  # bool even when a batch is empty
+        scored = np.array([v.accept is not None for v in verdicts], dtype=bool)
         cost = Cost.total(v.cost for v in verdicts)
         out: dict[str, float] = {
             "quality_mean": float(quality.mean()) if quality.size else float("nan"),
