@@ -14,8 +14,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# Tests also cover LoRA training (tests/test_lora.py), so they install torch first: the
+# exact CPU build these machines hold (a bare `torch` pulls gigabytes of CUDA), then the
+# train extra. `make test TORCH= EXTRAS=test` skips both; the LoRA tests then skip.
+TORCH  ?= torch==2.13.0
+EXTRAS ?= test,train
+
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet '$(TORCH)')
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -71,6 +71,8 @@ class MethodCohort:
         self.loop = config.loop
         self.store = ArmStore(run_dir, arm_name)
         self.researchers = {s: config.researcher.build(self.env) for s in self.seeds}
+        for s, r in self.researchers.items():  # researchers with artifacts (adapters) learn where they go
+            getattr(r, "bind", lambda *_: None)(run_dir, arm_name, s)
         first = self.researchers[self.seeds[0]]
         # model-backed researchers propose concurrently (``apropose``) and may revise rejects
         self._async_propose = hasattr(first, "apropose")
@@ -349,8 +351,8 @@ class MethodCohort:
         return stopped or self.ledger.budget_stop()
 
     def _metrics(self, methods: list, verdicts: list[Verdict], quality: np.ndarray, good: np.ndarray) -> dict[str, float]:
-        accept = np.array([v.accept is True for v in verdicts])
-        scored = np.array([v.accept is not None for v in verdicts])
+        accept = np.array([v.accept is True for v in verdicts], dtype=bool)  # bool even when a batch is empty
+        scored = np.array([v.accept is not None for v in verdicts], dtype=bool)
         cost = Cost.total(v.cost for v in verdicts)
         out: dict[str, float] = {
             # methods that could not be evaluated (quality NaN) are counted apart, not averaged
