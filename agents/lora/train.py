@@ -240,6 +240,8 @@ def train_adapter(
     """
     from peft import PeftModel
 
+    if not examples:
+        raise ValueError("train_adapter needs at least one example")
     seed = config.seed if seed is None else seed
     model = base_model_path_or_model
     if isinstance(model, (str, Path)):
@@ -254,8 +256,6 @@ def train_adapter(
         load_adapter_weights(model, init_adapter)
     else:
         reset_adapter(model, seed)
-    if not examples:
-        raise ValueError("train_adapter needs at least one example")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = encode_examples(tokenizer, examples, config.max_length)
     log = fit(
