@@ -87,11 +87,15 @@ def per_seed(seeds, generation: int, purpose: str, draw: Callable[[np.random.Gen
     ``draw`` gets one generator re-seated for each seed in turn: it must use it and
     return, never keep it.
     """
-    seeds = [int(s) for s in seeds]
+    try:
+        arr = np.asarray(seeds, dtype=np.int64)
+    except OverflowError:
+        arr = None
+    if arr is None or not arr.size or arr.min() < 0 or arr.max() > _M32 or generation + 1 > _M32:
+        # no seeds, or entropy words beyond 32 bits: the plain way
+        return [draw(stream(int(s), generation, purpose)) for s in seeds]
     words = [generation + 1, _purpose_id(purpose)]
-    if not seeds or generation + 1 > _M32 or any(s < 0 or s > _M32 for s in seeds):
-        return [draw(stream(s, generation, purpose)) for s in seeds]
-    entropy = np.column_stack([np.asarray(seeds, dtype=np.uint64)] + [np.full(len(seeds), w, np.uint64) for w in words])
+    entropy = np.column_stack([arr.astype(np.uint64)] + [np.full(arr.size, w, np.uint64) for w in words])
     states = _seed_words(entropy)
     bit_generator = np.random.PCG64(0)
     rng = np.random.Generator(bit_generator)

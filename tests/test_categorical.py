@@ -55,8 +55,8 @@ def test_gini_simpson_decays_by_one_minus_one_over_m(tmp_path):
 
 
 def test_each_category_fixes_with_its_real_share(tmp_path):
-    draws, seeds, generations = 5, 1000, 100
-    # P(not yet fixed) <= E[GS]/min positive GS = 0.8^100 * 0.7 / 0.32 < 1e-9
+    draws, seeds, generations = 3, 1000, 60
+    # P(not yet fixed) <= E[GS]/min positive GS = (2/3)^60 * 0.7 / (4/9) < 1e-10
     m = run(
         tmp_path,
         {

@@ -69,10 +69,10 @@ def test_replace_mle_variance_decays_geometrically(tmp_path):
 
 @pytest.mark.parametrize("variance", ["unbiased", "mle"])
 def test_accumulate_does_not_collapse(tmp_path, variance):
-    n, seeds, generations = 10, 1000, 20
+    n, seeds, generations = 10, 1000, 15
     m = run(tmp_path, gaussian(variance, "accumulate", n, seeds, generations))["none"]
     v, mu2 = G.accumulate_moments(generations, n, variance)
-    for g in (0, 9, 19):
+    for g in (0, 7, 14):
         within_3se(m["sigma2"][:, g], v[g])
         within_3se(m["mu"][:, g] ** 2, mu2[g])
     # no collapse: E[sigma^2] loses at most a factor 1 - (pi^2/6 - 1)/(n - 1) after the
@@ -81,12 +81,12 @@ def test_accumulate_does_not_collapse(tmp_path, variance):
 
 
 def test_mix_keeps_the_variance_away_from_zero(tmp_path):
-    m = run(tmp_path, gaussian("unbiased", "mix", 10, 200, 60, real_fraction=0.5))["none"]
-    assert m["sigma2"][:, -1].mean() > 0.6  # replace would be at exp(-60/9) ~ 0.001 by now
+    m = run(tmp_path, gaussian("unbiased", "mix", 10, 200, 40, real_fraction=0.5))["none"]
+    assert m["sigma2"][:, -1].mean() > 0.6  # the median under replace is exp(-40/9) ~ 0.01 by now
 
 
 def test_verifiers_self_judge_speeds_collapse_montecarlo_resists_it(tmp_path):
-    data = gaussian("unbiased", "replace", 50, 100, 40)
+    data = gaussian("unbiased", "replace", 50, 60, 30)
     data["arms"] = NONE + [
         {"name": "self", "verifier": {"kind": "model", "judge": "self", "keep": 0.5}},
         {"name": "mc", "verifier": {"kind": "montecarlo", "replications": 200, "alpha": 0.05}},
@@ -94,8 +94,9 @@ def test_verifiers_self_judge_speeds_collapse_montecarlo_resists_it(tmp_path):
     m = run(tmp_path, data)
     # E[sigma^2] stays 1 without a verifier (a martingale): compare the typical, log, scale
     end = {arm: m[arm]["log_sigma2"][:, -1].mean() for arm in m}
-    # keeping the likelier half truncates the tails: sigma^2 shrinks ~3x per generation
-    assert end["self"] < 40 * np.log(0.5) < end["none"] < float(G.expected_log_sigma2(39, 50)) / 2
+    # keeping the likelier half truncates the tails: sigma^2 shrinks ~3x per generation,
+    # against a drift of ln sigma^2 by -0.62 in 30 generations without a verifier (se 0.14)
+    assert end["self"] < 30 * np.log(0.5) < end["none"] < 0
     # a two-sample test against fresh real draws keeps the fit near N(0, 1)
     assert abs(end["mc"]) < 0.2 and m["mc"]["w2"][:, -1].mean() < m["none"]["w2"][:, -1].mean() / 2
     assert (m["mc"]["cost_replications"] == 200).all()
