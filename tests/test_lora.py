@@ -243,7 +243,7 @@ def test_configs_and_registration_need_no_torch():
 
 
 def test_vllm_client_loads_unloads_and_retries(tmp_path):
-    from fake_vllm import FakeVLLM
+    from .fake_vllm import FakeVLLM
 
     from ouro.agents.lora.vllm_adapters import VLLMError
 
@@ -269,7 +269,7 @@ def test_vllm_client_loads_unloads_and_retries(tmp_path):
 
 
 def test_researcher_generates_through_vllm_with_a_new_adapter_name_each_generation(tiny_base, tmp_path):
-    from fake_vllm import FakeVLLM
+    from .fake_vllm import FakeVLLM
 
     from ouro.agents.lora.researcher import LocalLMResearcherConfig
     from ouro.environments.estimators import EstimatorsConfig
