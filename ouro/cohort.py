@@ -346,8 +346,8 @@ class MethodCohort:
         return stopped or self.ledger.budget_stop()
 
     def _metrics(self, methods: list, verdicts: list[Verdict], quality: np.ndarray, good: np.ndarray) -> dict[str, float]:
-        accept = np.array([v.accept is True for v in verdicts])
-        scored = np.array([v.accept is not None for v in verdicts])
+        accept = np.array([v.accept is True for v in verdicts], dtype=bool)
+        scored = np.array([v.accept is not None for v in verdicts], dtype=bool)  # bool even when empty
         cost = Cost.total(v.cost for v in verdicts)
         out: dict[str, float] = {
             "quality_mean": float(quality.mean()) if quality.size else float("nan"),
