@@ -95,3 +95,18 @@ def test_failed_calls_stop_the_arm_and_resume_continues_once_the_endpoint_answer
     assert resumed.returncode == 0, resumed.stderr
     assert len(list((out / "arms" / "none").glob("gen-*.json"))) == 2
     assert _metric_sums(out)[("none", "invalid")] == 2  # generation 1 was all valid
+
+
+def test_a_judge_failing_past_its_share_fails_the_generation():
+    from ouro.ledger import failure_stop, resumable, verifier_failures
+    from ouro.types import Cost, Verdict
+
+    paid = Cost(calls=2, retries=1)
+    verdicts = [Verdict(accept=None, rationale="judge call failed: HTTP 500", cost=paid)] * 3
+    verdicts += [Verdict(accept=True, cost=Cost(calls=1)), Verdict(accept=False, rationale="invalid proposal: x")]
+    failed, judged, last = verifier_failures(verdicts)
+    assert (failed, judged, last) == (3, 4, "judge call failed: HTTP 500")  # the invalid slot made no call
+    reason = failure_stop("judge", failed, judged, 0.5, Path("runs/x"), last)
+    assert reason.startswith("too many failed calls: 3 of 4 judge calls") and "ouro resume runs/x" in reason
+    assert resumable(reason)
+    assert failure_stop("judge", 2, 4, 0.5, Path("runs/x")) is None  # exactly the share: not more
