@@ -358,7 +358,7 @@ class MethodCohort:
             # methods that could not be evaluated (quality NaN) are counted apart, not averaged
             "quality_mean": float(np.nanmean(quality)) if np.isfinite(quality).any() else float("nan"),
             "quality_best": float(np.nanmax(quality)) if np.isfinite(quality).any() else float("nan"),
-            "invalid": float(np.isnan(quality).sum()),
+            "unevaluable": float(np.isnan(quality).sum()),  # e.g. code that failed in the sandbox
             "accept_rate": float(accept.sum() / scored.sum()) if scored.any() else float("nan"),
             "unscored": float((~scored).sum()),
         }

@@ -132,7 +132,7 @@ def spend_summary(spend: dict[str, Any] | None) -> dict[str, Any]:
         "researcher": cost_dict(researcher),
         "tokens_in": both.tokens_in,
         "tokens_out": both.tokens_out,
-        "usd": round(both.usd, 6),
+        "usd": both.usd,
         "calls": both.calls,
         "retries": both.retries,
     }

@@ -54,8 +54,10 @@ class OpenAIProvider(Provider):
         super().__init__(config)
         self._api_key = self._resolve_key()
         import openai
+        from openai.types.chat import ChatCompletion
 
         self.api_errors = (openai.APIError,)
+        self._completion = ChatCompletion
 
     def _resolve_key(self) -> str:
         key = os.environ.get(self.config.api_key_env, "")
@@ -96,8 +98,6 @@ class OpenAIProvider(Provider):
         change. That is a third of the client's cost at vLLM-style concurrency; auth,
         timeouts, error mapping and response parsing are still the SDK's.
         """
-        from openai.types.chat import ChatCompletion
-
         body: dict[str, Any] = {
             "model": self.request_model,
             "messages": messages,
@@ -107,7 +107,7 @@ class OpenAIProvider(Provider):
             body["temperature"] = self.config.temperature
         if schema is not None:
             body.update(self._format(schema))
-        response = await self._client().post("/chat/completions", body=body, cast_to=ChatCompletion)
+        response = await self._client().post("/chat/completions", body=body, cast_to=self._completion)
         if not response.choices:
             raise MalformedResponse("reply without choices")
         message = response.choices[0].message

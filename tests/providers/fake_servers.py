@@ -13,6 +13,10 @@ server follows a *script*, one entry per request, then answers normally:
     "not_json"     a reply whose content is not JSON
     "bad_schema"   JSON that breaks the schema
     "401" "404"    bad key, unknown model (a model not in ``models`` also gets 404)
+
+A valid answer is ``answer`` (a fixed dict), or ``responder(request)`` when one is given:
+a function of the decoded request body, for tests whose answers must depend on what was
+asked (how many proposals the schema wants, which proposal a judge is shown).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sys
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 ANSWER = {"family": "trimmed_mean", "alpha": 0.2}
 TOKENS_IN, TOKENS_OUT = 11, 7
@@ -53,12 +57,14 @@ class FakeServer:
         stall_s: float = 3.0,
         answer: dict[str, Any] | None = None,
         models: Iterable[str] = ("fake-model",),
+        responder: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.script: deque[str] = deque(script)
         self.delay = delay
         self.stall_s = stall_s
         self.answer = dict(ANSWER if answer is None else answer)
         self.models = set(models)
+        self.responder = responder
         self.requests = 0  # POSTs received, faulty or not
         self.in_flight = 0
         self.max_in_flight = 0
@@ -153,7 +159,8 @@ class FakeServer:
         elif fault == "bad_schema":
             _send(handler, 200, self.ok_body(request, {"unexpected": True}))
         elif fault == "ok":
-            _send(handler, 200, self.ok_body(request, self.answer))
+            answer = self.responder(request) if self.responder else self.answer
+            _send(handler, 200, self.ok_body(request, answer))
         else:
             raise ValueError(f"unknown fault {fault!r} in the script")
 
