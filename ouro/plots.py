@@ -221,6 +221,8 @@ def plot_precision(
             ax.axhline(0, color="black", lw=0.8)
             merged: dict[tuple[float, float], list[Point]] = {}
             for p in points:
+                if p.x is None or p.y is None:  # an arm with nothing measurable (e.g. every call failed)
+                    continue
                 merged.setdefault((round(p.x, 9), round(p.y, 9)), []).append(p)
             for group in merged.values():
                 p = group[0]
