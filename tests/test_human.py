@@ -28,7 +28,7 @@ from ouro.verifiers.human import Answer, Batch, Item, Reply, check_reply
 
 from .conftest import ROOT, ouro
 
-SMALL_HUMAN = [
+SMALL_HUMAN = [  # (the runs below pass --no-report: plots are not what is tested here)
     "configs/human.yaml",
     "--set", "loop.proposals=3",
     "--set", "arms.montecarlo.verifier.replications=50",
@@ -80,7 +80,7 @@ def _feed(answers: list[str]) -> str:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("human") / "ref"
-    result = ouro("run", *SMALL_HUMAN, "--out", str(out), "--quiet", input=_feed(ANSWERS))
+    result = ouro("run", *SMALL_HUMAN, "--out", str(out), "--quiet", "--no-report", input=_feed(ANSWERS))
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -184,13 +184,13 @@ def run_in_pty(args: list[str], answers: list[str], timeout: float = 120) -> tup
 def test_ctrl_c_quit_and_resume_give_the_verdicts_of_one_session(reference, tmp_path):
     """One session in three parts: a terminal (Ctrl-C), a pipe (q), a terminal (to the end)."""
     run = tmp_path / "parts"
-    code, screen = run_in_pty(["run", *SMALL_HUMAN, "--out", str(run)], SESSION_1 + [CTRL_C])
+    code, screen = run_in_pty(["run", *SMALL_HUMAN, "--out", str(run), "--no-report"], SESSION_1 + [CTRL_C])
     assert code == 130, screen
     assert "'maybe' is not an answer" in screen and "please answer" in screen  # asked again at the terminal
     assert "interrupted: every finished generation and every answer given is saved" in screen
     assert f"ouro resume {run}" in screen
 
-    piped = ouro("resume", str(run), "--quiet", input=_feed(SESSION_2[:4] + ["q"]))
+    piped = ouro("resume", str(run), "--quiet", "--no-report", input=_feed(SESSION_2[:4] + ["q"]))
     assert piped.returncode == 3, piped.stderr
     assert "paused (quit)" in piped.stderr and f"ouro resume {run}" in piped.stderr
     assert "generation 1 of 2 · proposal 1 of 3" not in piped.stdout  # answered before: not asked again
@@ -198,7 +198,7 @@ def test_ctrl_c_quit_and_resume_give_the_verdicts_of_one_session(reference, tmp_
     assert piped.stdout.count("answer> ") == 5
     assert not (run / "summary.json").exists()
 
-    code, screen = run_in_pty(["resume", str(run)], SESSION_2[4:])
+    code, screen = run_in_pty(["resume", str(run), "--no-report"], SESSION_2[4:])
     assert code == 0, screen
     assert "generation 2 of 2 · proposal 1 of 3" in screen and "generation 1 of 2" not in screen
     assert screen.count("answer> ") == len(SESSION_2[4:])

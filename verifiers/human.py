@@ -48,7 +48,6 @@ class Shown(_Message):
     accept: bool | None
     score: float | None = None
     rationale: str = ""
-    details: dict[str, float] = Field(default_factory=dict)
 
 
 class Item(_Message):
@@ -93,9 +92,8 @@ class Reply(_Message):
 
 
 def shown(source: str, verdict: Verdict) -> Shown:
-    """A verdict as evidence: its decision, score, rationale and numeric details."""
-    details = {k: float(v) for k, v in (verdict.evidence or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return Shown(source=source, accept=verdict.accept, score=verdict.score, rationale=verdict.rationale, details=details)
+    """A verdict as evidence: its decision, score and rationale (where estimates and SEs are said)."""
+    return Shown(source=source, accept=verdict.accept, score=verdict.score, rationale=verdict.rationale)
 
 
 @VERIFIERS.register
