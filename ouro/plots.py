@@ -165,7 +165,9 @@ def plot_trajectories(
             labels, twins = _labels_with_twins(series)
             for arm, b in series.items():
                 dashed = arm in twins
-                (line,) = ax.plot(b.x, b.mean, color=colors[arm], lw=1.4 if dashed else 1.8, ls=(0, (4, 3)) if dashed else "-")
+                marker = "o" if len(b.x) <= 12 else None  # few recorded generations: show where they are
+                (line,) = ax.plot(b.x, b.mean, color=colors[arm], lw=1.4 if dashed else 1.8, ls=(0, (4, 3)) if dashed else "-",
+                                  marker=marker, ms=3.5)  # fmt: skip
                 ax.fill_between(b.x, b.lo, b.hi, color=colors[arm], alpha=0.13, lw=0)
                 legend.setdefault(labels[arm] if single else arm, line)
             if reference is not None:
@@ -311,12 +313,12 @@ def plot_ledger(
                     ax.fill_between(c.x[ok], c.lo[ok], c.hi[ok], color=colors[arm], alpha=0.15, lw=0)
                     ax.plot(c.x[ok][-1:], c.mean[ok][-1:], "o", color=colors[arm], ms=5)
                 else:
+                    joined = len(set(c.x)) == len(c.x)  # a line only where spending moves along the axis
                     h = ax.errorbar(c.x, c.y, yerr=_yerr(c.y, c.lo, c.hi), color=colors[arm], marker="o", ms=5,
-                                    lw=1.6, capsize=2)  # fmt: skip
-                    for x, y, hi, text in zip(c.x, c.y, c.hi, c.labels):
-                        top = y if hi is None or math.isnan(hi) else hi
-                        ax.annotate(text, (x, top), xytext=(0, 3), textcoords="offset points", fontsize=7.5,
-                                    ha="center", va="bottom", color="#333")  # fmt: skip
+                                    lw=1.6, ls="-" if joined else "none", elinewidth=1.4, capsize=2)  # fmt: skip
+                    for x, y, text in zip(c.x, c.y, c.labels):
+                        ax.annotate(text, (x, y), xytext=(6, 0), textcoords="offset points", fontsize=7.5,
+                                    ha="left", va="center", color="#333")  # fmt: skip
                 legend.setdefault(f"{arm} ({point_label})" if point_label and isinstance(c, Line) else arm, h)
             same: dict[float, list[str]] = {}
             for arm, (y, _, _) in free.items():
@@ -420,8 +422,7 @@ def plot_verdict_map(
     """The phase diagram as a map: each cell coloured by its verdict, its quality change written in."""
     order = list(VERDICT_COLORS)
     codes = np.array([[order.index(v) if v in order else np.nan for v in row] for row in verdicts], dtype=float)
-    cmap = matplotlib.colors.ListedColormap([VERDICT_COLORS[v] for v in order])
-    cmap.set_bad("white")
+    cmap = matplotlib.colors.ListedColormap([VERDICT_COLORS[v] for v in order]).with_extremes(bad="white")
     with plt.rc_context({**STYLE, "axes.grid": False}):
         fig, ax = plt.subplots(figsize=(max(5.0, 1.25 * len(cols) + 2.6), max(2.2, 0.55 * len(rows) + 1.3)))
         ax.imshow(np.ma.masked_invalid(codes), cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto", alpha=0.85)

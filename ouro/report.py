@@ -161,6 +161,14 @@ def _ci(pair: Sequence[Any]) -> str:
     return "–" if lo is None or hi is None else f"[{_signed(lo)}, {_signed(hi)}]"
 
 
+def _share(value: Any, pair: Sequence[Any]) -> str:
+    """A proportion with its interval, or a dash when it is undefined (nothing accepted)."""
+    if value is None:
+        return "–"
+    lo, hi = pair
+    return f"{value:.2f}" if lo is None or hi is None else f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def _ci2(pair: Sequence[Any]) -> str:
     lo, hi = pair
     return "–" if lo is None or hi is None else f"[{_signed(lo, 2)}, {_signed(hi, 2)}]"
@@ -232,11 +240,16 @@ class RunView:
 
     @property
     def quality_label(self) -> str:
-        return getattr(self.env, "quality_label", self.summary["quality_metric"])
+        """An environment may name its quality for axes (``quality_label``); else the metric, and its direction."""
+        label = getattr(self.env, "quality_label", None)
+        if label:
+            return label
+        lower = getattr(self.env, "quality_direction", 1) < 0
+        return f"{self.summary['quality_metric']} ({'lower' if lower else 'higher'} is better)"
 
     @property
     def diversity_label(self) -> str:
-        return getattr(self.env, "diversity_label", self.summary["diversity_metric"])
+        return getattr(self.env, "diversity_label", None) or self.summary["diversity_metric"]
 
 
 def load_run(path: Path) -> RunView:
@@ -254,7 +267,8 @@ def load_run(path: Path) -> RunView:
 
 
 def _verifier_text(arm_config) -> str:
-    fields = arm_config.verifier.model_dump(mode="json", exclude={"kind"})
+    """The verifier's kind and the settings it changes from their defaults."""
+    fields = arm_config.verifier.model_dump(mode="json", exclude={"kind"}, exclude_defaults=True)
     inner = ", ".join(f"{k}={v}" for k, v in fields.items() if not isinstance(v, (dict, list)))
     return f"{arm_config.verifier.kind} ({inner})" if inner else arm_config.verifier.kind
 
@@ -300,7 +314,7 @@ def run_blocks(view: RunView, plots_dir: Path) -> list[Block]:
         rows.append([
             arm_cfg.name, _verifier_text(arm_cfg), a["verdict"], f"{_f(q['start'])} → {_f(q['end'])}",
             f"{_signed(q['delta'])} {_ci(q['delta_ci'])}", f"{_f(d['start'])} → {_f(d['end'])}",
-            f"{_f(a['precision'], 2)} {_ci(a['precision_ci']).replace('+', '')}", _f(a["recall"], 2), spend_text(a),
+            _share(a["precision"], a["precision_ci"]), _f(a["recall"], 2), spend_text(a),
         ])  # fmt: skip
     blocks += [
         Heading(2, "Summary"),

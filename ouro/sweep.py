@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ouro.config import ConfigError, apply_override, dump_config, read_yaml, validate
+from ouro.runner import human_arms
 from ouro.store import RunDir, atomic_write_text
 
 BACKENDS = ("local", "ray")
@@ -195,6 +196,9 @@ def plan_sweep(
             config = validate(cell_data, source=source)
         except ConfigError as e:
             raise ConfigError(f"grid cell {slug}: {e}") from None
+        asking = human_arms(config)
+        if asking:
+            raise ConfigError(f"{source}: arms.{asking[0]}: asks a person to judge; a sweep runs unattended")
         cells.append(
             Cell(
                 slug=slug,
@@ -313,7 +317,10 @@ def run_cell(path: str) -> None:
         arms = [a.name for a in config.arms]
         if is_finished(run_dir, arms, config.loop.generations):
             return
-        execute(run_dir, 1)
+        outcomes = execute(run_dir, 1)
+        short = [o.arm for o in outcomes if o.generations < config.loop.generations and not o.stopped]
+        if short:  # never record a truncated arm as a finished cell
+            raise RuntimeError(f"arm {short[0]} ended before its last generation without a reason to stop")
         summarize(run_dir, config)
 
 

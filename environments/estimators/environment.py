@@ -55,6 +55,8 @@ class EstimatorsEnvironment:
     quality_metric: ClassVar[str] = "quality_mean"
     diversity_metric: ClassVar[str] = "entropy"
     baseline_quality: ClassVar[float] = 1.0
+    quality_label: ClassVar[str] = "efficiency relative to the sample mean (×)"  # axis labels of reports
+    diversity_label: ClassVar[str] = "entropy over method families (nats)"
     method_type: ClassVar[Any] = DSLMethod  # what a proposal is: the schema model-backed researchers write
 
     def __init__(self, config: EstimatorsConfig) -> None:
