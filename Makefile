@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 # Tests also cover LoRA training (tests/test_lora.py), so they install torch first: the
 # exact CPU build these machines hold (a bare `torch` pulls gigabytes of CUDA), then the
-# train extra. `make test TORCH= EXTRAS=test` skips both; the LoRA tests then skip.
+# train, ray and parquet extras (about 30 s more). `make test TORCH= EXTRAS=test` installs
+# only what the core needs; the LoRA, Ray and Parquet tests then skip.
 TORCH  ?= torch==2.13.0
-EXTRAS ?= test,train
+EXTRAS ?= test,train,ray,parquet
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet '$(TORCH)')

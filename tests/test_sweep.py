@@ -280,3 +280,18 @@ def test_missing_study_file_and_study_given_to_run(study, tmp_path):
     assert result.exit_code == 2 and "config file not found" in result.output
     result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "run it with: ouro sweep" in result.output
+
+
+def test_a_worker_that_cannot_see_the_sweep_sends_the_cell_back(reference, study, tmp_path):
+    """What a Ray worker on another machine does: run in scratch space and return the run directory."""
+    from ouro.sweep_ray import run_cell_anywhere, unpack_cell
+
+    cell = plan_sweep(study).cells[0]
+    data = run_cell_anywhere(str(tmp_path / "elsewhere" / cell.slug), cell.config_text)
+    assert isinstance(data, bytes) and not (tmp_path / "elsewhere").exists()
+    unpack_cell(data, tmp_path / "back")
+    ours, theirs = tmp_path / "back", cell_dir(reference, cell.slug)
+    assert (ours / "config.yaml").read_text() == (theirs / "config.yaml").read_text()
+    rows = [[r for r in csv.reader(open(d / "metrics.csv")) if r[3] != "cost_wall_seconds"] for d in (ours, theirs)]
+    assert rows[0] == rows[1]
+    assert (ours / "summary.json").is_file() and not (ours / ".lock").exists()
