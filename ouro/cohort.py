@@ -11,9 +11,10 @@ environment with a vectorized loop of its own supplies its own cohort class thro
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+import warnings
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,14 +23,15 @@ import numpy as np
 from ouro.dialogue import judge_valid, verify_with_dialogue
 from ouro.ledger import ArmLedger
 from ouro.rng import stream
-from ouro.store import ArmStore
-from ouro.types import Cost, ProposalBatch, Verdict, is_invalid
+from ouro.store import ArmStore, dump_json
+from ouro.types import ProposalBatch, is_invalid
 from ouro.verifiers.base import JudgeContext
 
 STAGES = ("propose", "verify", "curate", "learn", "measure")
 # Costs written to metrics.csv: deterministic quantities only, so that the same config and
 # seeds give the same bytes. Wall time goes to timings.csv instead.
 COST_METRICS = ("replications", "tokens_in", "tokens_out", "usd", "human_seconds", "calls", "retries")
+_COST_OF = attrgetter(*COST_METRICS)
 
 
 class Cohort(Protocol):
@@ -294,38 +296,26 @@ class MethodCohort:
         states = self._get(generation, "states")
         batches = self._get(generation, "batches") if self._async_propose else {}
         dialogue = self._get(generation, "dialogue") if self._rounds else {}
-        recorded = is_recorded(generation, self.loop)
-        rows, lines = [], []
-        for s in self.seeds:
-            methods, vs = proposals[s], verdicts[s]
-            valid = np.array([not is_invalid(m) for m in methods], dtype=bool)
-            kept = [m for m, ok in zip(methods, valid) if ok]
-            quality = np.full(len(methods), np.nan)
-            good = np.zeros(len(methods), dtype=bool)
-            if kept:
-                quality[valid] = self.env.oracle(kept)
-                good[valid] = self.env.is_good(quality[valid])
-            if recorded:
-                kept_vs = [v for v, ok in zip(vs, valid) if ok]
-                rows += [(s, k, v) for k, v in self._metrics(kept, kept_vs, quality[valid], good[valid]).items()]
-                if self._async_propose:
-                    rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid).items()]
-                if s in dialogue:  # what the researcher proposed before any revision, for paired starts
-                    first = [m for m in self._get(generation, "proposals")[s] if not is_invalid(m)]
-                    rows.append((s, "quality_mean_first", float(np.mean(self.env.oracle(first))) if first else float("nan")))
+        truth = self._oracle_truth(proposals)
+        rows: list = []
+        if is_recorded(generation, self.loop):
+            rows = self._metric_rows(generation, proposals, verdicts, truth, batches, dialogue)
+        lines = []
+        for s, (valid, quality, good) in zip(self.seeds, truth):
             origins = dialogue[s].provenance if s in dialogue else batches[s].provenance if s in batches else None
-            for i, (m, v, q, gd) in enumerate(zip(methods, vs, quality, good)):
+            # plain Python values: numpy scalars cost microseconds apiece, for every line
+            for i, (m, v, ok, q, gd) in enumerate(zip(proposals[s], verdicts[s], valid.tolist(), quality.tolist(), good.tolist())):
                 line = {
                     "arm": self.arm,
                     "seed": s,
                     "generation": generation,
                     "index": i,
-                    "method": m.model_dump(),
-                    "key": self.env.method_key(m) if valid[i] else "invalid",
+                    "method": m,
+                    "key": self.env.method_key(m) if ok else "invalid",
                     "accept": v.accept,
                     "score": v.score,
-                    "oracle_quality": float(q) if valid[i] and not np.isnan(q) else None,
-                    "good": bool(gd),
+                    "oracle_quality": q if ok and q == q else None,  # q != q: NaN
+                    "good": gd,
                     "cost": {k: x for k, x in v.cost.__dict__.items() if x},
                     "rationale": v.rationale,
                 }
@@ -337,9 +327,9 @@ class MethodCohort:
         record = {
             "generation": generation,
             "researchers": {str(s): states[s] for s in self.seeds},
-            "pools": {str(s): [m.model_dump(mode="json") for m in pools[s]] for s in self.seeds},
+            "pools": {str(s): pools[s] for s in self.seeds},  # methods are written as their fields
             "metrics": rows,
-            "verdict_lines": [json.dumps(line, separators=(",", ":")) for line in lines],
+            "verdict_lines": [dump_json(line) for line in lines],
             "spend": spend,
             "spend_to_date": spend_to_date,
         }
@@ -350,29 +340,69 @@ class MethodCohort:
         self.store.write_record(generation, record)
         return stopped or self.ledger.budget_stop()
 
-    def _metrics(self, methods: list, verdicts: list[Verdict], quality: np.ndarray, good: np.ndarray) -> dict[str, float]:
-        accept = np.array([v.accept is True for v in verdicts], dtype=bool)  # bool even when a batch is empty
-        scored = np.array([v.accept is not None for v in verdicts], dtype=bool)
-        cost = Cost.total(v.cost for v in verdicts)
-        out: dict[str, float] = {
-            # methods that could not be evaluated (quality NaN) are counted apart, not averaged
-            "quality_mean": float(np.nanmean(quality)) if np.isfinite(quality).any() else float("nan"),
-            "quality_best": float(np.nanmax(quality)) if np.isfinite(quality).any() else float("nan"),
-            "unevaluable": float(np.isnan(quality).sum()),  # e.g. code that failed in the sandbox
-            "accept_rate": float(accept.sum() / scored.sum()) if scored.any() else float("nan"),
-            "unscored": float((~scored).sum()),
-        }
-        out.update(self.env.diversity(methods))
-        out.update(
-            {
-                "tp": float((accept & good).sum()),
-                "fp": float((accept & ~good & scored).sum()),
-                "fn": float((~accept & good & scored).sum()),
-                "tn": float((~accept & ~good & scored).sum()),
-            }
-        )
-        out.update({f"cost_{k}": float(getattr(cost, k)) for k in COST_METRICS})
-        verifier_metrics = getattr(self.verifier, "metrics", None)  # e.g. an audit's confusion counts
-        if verifier_metrics is not None:
-            out.update(verifier_metrics(verdicts))
+    def _oracle_truth(self, proposals: dict[int, list]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per seed: which slots hold a real method, their oracle quality (NaN where none, or
+        where the method could not be evaluated) and whether they are truly good."""
+        out = []
+        for s in self.seeds:
+            methods = proposals[s]
+            valid = np.array([not is_invalid(m) for m in methods], dtype=bool)
+            quality = np.full(len(methods), np.nan)
+            good = np.zeros(len(methods), dtype=bool)
+            if valid.any():
+                quality[valid] = self.env.oracle([m for m, ok in zip(methods, valid) if ok])
+                good[valid] = self.env.is_good(quality[valid])
+            out.append((valid, quality, good))
         return out
+
+    def _metric_rows(self, generation: int, proposals: dict, verdicts: dict, truth: list, batches: dict, dialogue: dict) -> list:
+        """The generation's metric rows, seed by seed in a fixed order.
+
+        Counts and means are computed for all seeds at once (a seed is a row: every seed
+        has the same number of slots); invalid slots (``InvalidProposal``) are left out of
+        all of them, as they are never judged.
+        """
+        valid, quality, good = (np.array([t[i] for t in truth]) for i in range(3))
+        vs = [verdicts[s] for s in self.seeds]
+        accept = np.array([[v.accept is True for v in row] for row in vs], dtype=bool) & valid
+        scored = np.array([[v.accept is not None for v in row] for row in vs], dtype=bool) & valid
+        judged = np.where(valid, quality, np.nan)
+        has_quality = np.isfinite(judged).any(axis=1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any quality: NaN, as meant
+            quality_mean = np.where(has_quality, np.nanmean(judged, axis=1), np.nan)
+            quality_best = np.where(has_quality, np.nanmax(judged, axis=1), np.nan)
+            accept_rate = np.where(scored.any(axis=1), accept.sum(axis=1) / scored.sum(axis=1), np.nan)
+        columns = {
+            # methods that could not be evaluated (quality NaN) are counted apart, not averaged
+            "quality_mean": quality_mean,
+            "quality_best": quality_best,
+            "unevaluable": (np.isnan(quality) & valid).sum(axis=1),  # e.g. code that failed in the sandbox
+            "accept_rate": accept_rate,
+            "unscored": (valid & ~scored).sum(axis=1),
+        }
+        confusion = {
+            "tp": (accept & good).sum(axis=1),
+            "fp": (accept & ~good & scored).sum(axis=1),
+            "fn": (~accept & good & scored).sum(axis=1),
+            "tn": (~accept & ~good & scored).sum(axis=1),
+        }
+        spent = np.array([[_COST_OF(v.cost) for v in row] for row in vs], dtype=float).reshape(len(vs), -1, len(COST_METRICS))
+        costs = {f"cost_{k}": (spent[:, :, j] * valid).sum(axis=1) for j, k in enumerate(COST_METRICS)}
+        verifier_metrics = getattr(self.verifier, "metrics", None)  # e.g. an audit's confusion counts
+        rows = []
+        for row, s in enumerate(self.seeds):
+            kept = [m for m, ok in zip(proposals[s], valid[row]) if ok]
+            out = {k: float(c[row]) for k, c in columns.items()}
+            out.update(self.env.diversity(kept))
+            out.update({k: float(c[row]) for k, c in confusion.items()})
+            out.update({k: float(c[row]) for k, c in costs.items()})
+            if verifier_metrics is not None:
+                out.update(verifier_metrics([v for v, ok in zip(verdicts[s], valid[row]) if ok]))
+            rows += [(s, k, v) for k, v in out.items()]
+            if self._async_propose:
+                rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid[row]).items()]
+            if s in dialogue:  # what the researcher proposed before any revision, for paired starts
+                first = [m for m in self._get(generation, "proposals")[s] if not is_invalid(m)]
+                rows.append((s, "quality_mean_first", float(np.mean(self.env.oracle(first))) if first else float("nan")))
+        return rows

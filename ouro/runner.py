@@ -14,7 +14,6 @@ arm's graph stops at an ``interrupt()``, ``run_arm`` hands the payload to an *an
 from __future__ import annotations
 
 import multiprocessing as mp
-import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,12 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from langgraph.types import Command
 
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
-from ouro.graph import build_graph, sqlite_checkpointer, thread_config
+from ouro.graph import DURABILITY, build_graph, sqlite_checkpointer, thread_config
 from ouro.ledger import budget_stop, resumable
 from ouro.store import RunDir, atomic_write_text
 
@@ -80,18 +78,20 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
             lift = bool(stopped) and resumable(stopped)
             if first_open >= generations or (stopped and not lift):
                 return ArmOutcome(arm, first_open, stopped)
-            between_generations = lift or tuple(snapshot.next) in ((), ("propose",))
-            if over_budget and between_generations:  # a generation in flight is finished first
-                return ArmOutcome(arm, first_open, over_budget)
-            # Continue where the graph stands (a pending question too); otherwise start at
-            # the first open generation: every stage skips finished work.
-            step: Any = None if (snapshot.next and not lift) else {"generation": first_open, "stopped": None}
+            # Continue where the graph stands only when it stands inside the first open
+            # generation (a pending question); a checkpoint from an earlier generation is
+            # stale. Otherwise start at the first open generation: every stage skips
+            # finished work and reads back work that was paid for.
+            in_flight = bool(snapshot.next) and snapshot.values.get("generation") == first_open and not lift
+            if over_budget and not (in_flight and tuple(snapshot.next) != ("propose",)):
+                return ArmOutcome(arm, first_open, over_budget)  # a generation in flight is finished first
+            step: Any = None if in_flight else {"generation": first_open, "stopped": None}
             while True:
                 if snapshot.interrupts and step is None:  # a question is open
                     if answer is None:
                         raise RuntimeError(f"arm {arm} waits for a person's answers, and nobody is asked")
                     step = Command(resume=answer(snapshot.interrupts[0].value))
-                graph.invoke(step, cfg)
+                graph.invoke(step, cfg, durability=DURABILITY, stream_mode="updates")  # the state is read below
                 step = None
                 snapshot = graph.get_state(cfg)
                 if not snapshot.next:

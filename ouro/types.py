@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,8 +26,10 @@ class Cost(BaseModel):
 
     @classmethod
     def total(cls, costs) -> "Cost":
-        costs = list(costs)
-        return cls(**{k: sum(getattr(c, k) for c in costs) for k in cls.model_fields})
+        # column sums: this runs for every seed of every generation
+        fields = tuple(cls.model_fields)
+        columns = zip(*map(attrgetter(*fields), costs))
+        return cls(**dict(zip(fields, map(sum, columns))))
 
 
 class Verdict(BaseModel):
