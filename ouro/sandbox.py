@@ -1142,12 +1142,17 @@ def _serve(jail: str, shared_fd: int) -> None:
         workspace.scratch_bytes = min(max(_MIN_SCRATCH, 2 * rows * cols * 8), _MAX_SCRATCH)
         entry_points = tuple(request["entry_points"])
         _send_line(out, {"accepted": len(request["methods"])})
-        for index, source in enumerate(request["methods"]):
-            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points, workspace)
+        methods = request["methods"]
+        for index, source in enumerate(methods):
+            more = index + 1 < len(methods)
+            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points,
+                                                          workspace, prepare_next=more)
             _send_line(out, {"index": index, "error": error, "seconds": round(seconds, 6),
                              "output": output, "values": payload is not None})
             if payload is not None:
                 _write_fd(out, payload)
+        if workspace.spare is None:   # the last answer is out: get the next request's process ready now
+            workspace.prepare_spare()
 
 
 def _write_fd(fd: int, data: bytes | memoryview) -> None:
@@ -1161,13 +1166,17 @@ def _send_line(fd: int, message: dict[str, Any]) -> None:
 
 
 def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_points: tuple[str, ...],
-                workspace: _Workspace) -> tuple[str | None, bytes | None, float, str]:
+                workspace: _Workspace, prepare_next: bool) -> tuple[str | None, bytes | None, float, str]:
     """Run one method in a prepared jailed process; return (error, float64 bytes, seconds, output).
 
     The process was forked and confined before the method arrived, with its data and
-    scratch memory already faulted in; the next one is forked as soon as this one has
-    its job, so that on a machine with a spare core it gets ready meanwhile. A process that delivered a complete answer is reaped later; one that did
-    not is waited for, so that its exit status can explain what happened.
+    scratch memory already faulted in. When another method of the same request follows
+    (``prepare_next``), its process is forked as soon as this one has its job, so that
+    on a machine with a spare core it gets ready meanwhile; after a request's last
+    method the server forks the next process only once the answer has been sent, so
+    that the fork and its preparation never delay an answer the host is waiting for. A
+    process that delivered a complete answer is reaped later; one that did not is
+    waited for, so that its exit status can explain what happened.
     """
     workspace.reap_finished()
     spare, problem = workspace.take_spare()
@@ -1181,7 +1190,8 @@ def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_
     except OSError:   # it died before reading its job; its exit status says why
         pass
     os.close(spare.job_fd)
-    workspace.prepare_spare()   # the next method's process gets ready while this one runs
+    if prepare_next:   # another method of this request follows: its process gets ready while this one runs
+        workspace.prepare_spare()
     try:
         received, problem = _collect(spare.result_fd, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
     finally:
