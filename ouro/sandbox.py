@@ -159,6 +159,7 @@ _JOB_FD = 4                     # where a prepared process reads its job (closed
 _MADV_POPULATE_READ = 22        # Linux 5.14+; not exported by the mmap module before Python 3.12
 _MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in ...
 _MAX_SCRATCH = 128 << 20        # ... twice the data's size, within these bounds
+_SPARES = 2                     # prepared processes kept waiting: one for the next method, one getting ready
 _READY_TIMEOUT = 30.0           # seconds for a prepared process to get ready
 _KEEP_OUTPUT = 2_000            # characters of printed output kept in a result
 _MAX_REASON = 500               # characters of a rejection reason
@@ -997,7 +998,7 @@ class _Workspace:
         self.nobody = _nobody_ids()
         self.failed: dict[str, str] = {}
         self.finishing: list[int] = []   # answered, exiting processes not yet reaped
-        self.spare: _Spare | None = None
+        self.spares: list[_Spare] = []   # prepared processes, oldest first
         self.scratch_bytes = _MIN_SCRATCH
         self.generation = 0              # bumped whenever the views change
         self.views: dict[str, ModuleView] = {}
@@ -1024,31 +1025,46 @@ class _Workspace:
         """What a prepared process depends on: the modules it inherited and the data it mapped."""
         return self.generation, os.fstat(self.shared_fd).st_size
 
-    def prepare_spare(self) -> None:
-        """Fork the process for the next method now, so that it gets ready off the critical path."""
-        self.discard_spare()
-        self.spare = _fork_spare(self)
+    def prepare_spares(self) -> None:
+        """Fork processes until ``_SPARES`` wait for the current modules and data.
+
+        Each gets ready (maps its data, faults in scratch memory, confines itself) while
+        the server and the host do other work, so that a method finds one ready. Stale
+        ones (other modules or another data size) are discarded first.
+        """
+        key = self.spare_key()
+        for spare in self.spares:
+            if spare.key != key:
+                _discard(spare)
+        self.spares = [spare for spare in self.spares if spare.key == key]
+        while len(self.spares) < _SPARES:
+            self.spares.append(_fork_spare(self))
 
     def take_spare(self) -> tuple[_Spare | None, str]:
-        """A ready process for the current modules and data (forked now if need be), or None and why."""
-        spare, self.spare = self.spare, None
+        """The oldest ready process for the current modules and data (forked now if none
+        is left), or None and why. Each process is taken once: it runs one method and exits."""
+        key = self.spare_key()
         problem = ""
         for _ in range(2):
-            if spare is None or spare.key != self.spare_key():
-                if spare is not None:
-                    _discard(spare)
+            spare = None
+            while self.spares and spare is None:
+                candidate = self.spares.pop(0)
+                if candidate.key == key:
+                    spare = candidate
+                else:
+                    _discard(candidate)
+            if spare is None:
                 spare = _fork_spare(self)
             problem = _wait_ready(spare)
             if not problem:
                 return spare, ""
             _discard(spare)
-            spare = None
         return None, problem
 
-    def discard_spare(self) -> None:
-        if self.spare is not None:
-            _discard(self.spare)
-            self.spare = None
+    def discard_spares(self) -> None:
+        for spare in self.spares:
+            _discard(spare)
+        self.spares = []
 
     def reap_finished(self) -> None:
         """Collect exited method processes; wait for the oldest if too many linger."""
@@ -1128,12 +1144,12 @@ def _serve(jail: str, shared_fd: int) -> None:
     os.close(null)
     workspace = _Workspace(jail, shared_fd)
     _send_line(out, {"ready": True, "enforced": _probe_jail(workspace)})
-    workspace.prepare_spare()
+    workspace.prepare_spares()
     reader = sys.stdin.buffer
     while True:
         line = reader.readline()
         if not line:
-            workspace.discard_spare()
+            workspace.discard_spares()
             return
         request = json.loads(line)
         rows, cols = int(request["rows"]), int(request["cols"])
@@ -1151,8 +1167,7 @@ def _serve(jail: str, shared_fd: int) -> None:
                              "output": output, "values": payload is not None})
             if payload is not None:
                 _write_fd(out, payload)
-        if workspace.spare is None:   # the last answer is out: get the next request's process ready now
-            workspace.prepare_spare()
+        workspace.prepare_spares()   # the last answer is out: replace the processes used, off the critical path
 
 
 def _write_fd(fd: int, data: bytes | memoryview) -> None:
@@ -1190,8 +1205,8 @@ def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_
     except OSError:   # it died before reading its job; its exit status says why
         pass
     os.close(spare.job_fd)
-    if prepare_next:   # another method of this request follows: its process gets ready while this one runs
-        workspace.prepare_spare()
+    if prepare_next:   # more methods of this request follow: replace this process while the method runs
+        workspace.prepare_spares()
     try:
         received, problem = _collect(spare.result_fd, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
     finally:
