@@ -17,7 +17,9 @@ runs in the caller's process. Three layers stand between it and the host:
    server, so a crash or a monkeypatch stays with its own method and the server
    itself never runs user code. That process is prepared ahead of its method (forked,
    data and scratch memory faulted in, confined: when the host runs as root, chrooted
-   into an empty directory as ``nobody``); when the method arrives it gets rlimits
+   into an empty directory as ``nobody``; the server keeps two waiting and forks their
+   replacements between calls, off the caller's critical path, and each runs one method
+   only); when the method arrives it gets rlimits
    (CPU, address space, no new processes, no file writes, no new file descriptors, no
    core files) and only then runs it. The server kills it at the wall-clock limit; the
    host kills the server's whole process group if the server itself stops answering,
