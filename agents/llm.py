@@ -39,7 +39,9 @@ class LLMResearcherConfig(ResearcherConfig):
     exemplars: int = Field(8, ge=0, le=200, description="methods from the archive shown in each prompt")
     per_call: int = Field(1, ge=1, le=64, description="proposals asked for in one request")
     feedback_rounds: int = Field(0, ge=0, le=10, description="revisions of a rejected proposal within a generation")
-    method_kind: Literal["dsl"] = Field("dsl", description="what a proposal is written as")
+    method_kind: Literal["dsl", "code"] = Field(
+        "dsl", description="what a proposal is written as: a JSON object of the DSL, or Python source run in the sandbox"
+    )
     learner: Literal["context"] = Field("context", description="how the pool is learned from")
     max_failed_share: float = Field(
         0.5, ge=0.0, le=1.0, description="the generation fails when more than this share of its requests failed for good"
@@ -113,7 +115,7 @@ class LLMResearcher:
             messages = revision_messages(
                 problem,
                 self._exemplars(rng),
-                self.kind.render(feedback.proposal),
+                self.kind.render(self.env, feedback.proposal),
                 feedback.rationale,
                 feedback.evidence,
                 hint,
@@ -134,7 +136,7 @@ class LLMResearcher:
         if k == 0:
             return []
         idx = rng.choice(len(archive), size=k, replace=False)
-        return [self.kind.render(archive[i]) for i in idx]
+        return [self.kind.render(self.env, archive[i]) for i in idx]
 
     async def _ask(self, messages: list[dict[str, str]], count: int) -> ProposalBatch:
         result: CallResult = await self.provider.structured(messages, self.kind.reply_schema(self.env, count))

@@ -4,19 +4,25 @@
 as structured output, so the server constrains the reply to the schema where it can
 (vLLM's guided decoding, OpenAI's ``response_format``, Anthropic's forced tool).
 
+``code``: Python source defining ``estimate_batch(X)`` or ``estimate(x)``, one
+``{"name", "source"}`` object per method, unpacked into the environment's code method
+(``env.code_method_type``), which only ever runs in the sandbox (``ouro.sandbox``).
+
 A kind is one small object with four jobs: the schema of a reply holding k methods,
-unpacking a validated reply into methods, writing a method into a prompt, and the
-instruction line that tells the model what a method is. Another kind (Python source
-run in a sandbox, ``code``) registers itself in ``METHOD_KINDS`` the same way.
+unpacking a validated reply into methods, writing a method into a prompt (one JSON
+object per line, as the prompts say), and the instruction line that tells the model
+what a method is.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from ouro.sandbox import ALLOWED_IMPORTS, check_source
 
 
 class MethodKind(Protocol):
@@ -26,7 +32,7 @@ class MethodKind(Protocol):
 
     def unpack(self, env: Any, reply: BaseModel) -> list: ...
 
-    def render(self, method: Any) -> str: ...
+    def render(self, env: Any, method: Any) -> str: ...
 
     def instructions(self, env: Any) -> str: ...
 
@@ -82,7 +88,7 @@ class DSLMethods:
     def unpack(self, env: Any, reply: BaseModel) -> list:
         return [env.parse_method(m) for m in reply.proposals]  # type: ignore[attr-defined]
 
-    def render(self, method: Any) -> str:
+    def render(self, env: Any, method: Any) -> str:
         return json.dumps(method.model_dump(mode="json"), sort_keys=True)
 
     def instructions(self, env: Any) -> str:
@@ -93,4 +99,81 @@ class DSLMethods:
         )
 
 
-METHOD_KINDS: dict[str, MethodKind] = {"dsl": DSLMethods()}
+MAX_SOURCE_CHARS = 20_000  # as the estimators' CodeMethod: a reply cannot hold a source the method would refuse
+
+
+def _runnable(source: str) -> str:
+    """The sandbox's static check, applied while the reply is validated: a source that
+    could never run (a forbidden import, a syntax error, no ``estimate``) is re-asked
+    with the sandbox's reason, like any other invalid output, and recorded as invalid
+    if it never passes. Failures only a run can show are left to the verifiers."""
+    reason = check_source(source)
+    if reason is not None:
+        raise ValueError(f"the sandbox refuses this source: {reason}")
+    return source
+
+
+class CodeProposal(BaseModel):
+    """One method written as Python source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=80, description="a short label for the method, for people")
+    source: Annotated[str, AfterValidator(_runnable)] = Field(
+        min_length=1,
+        max_length=MAX_SOURCE_CHARS,
+        description="Python source defining estimate_batch(X) or estimate(x)",
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _code_reply(count: int) -> type[BaseModel]:
+    return create_model(
+        f"CodeProposals{count}",
+        __base__=_Reply,
+        __doc__=_Reply.__doc__,
+        proposals=(list[CodeProposal], Field(min_length=count, max_length=count)),
+    )
+
+
+class CodeMethods:
+    """Methods as Python source, run only in the sandbox."""
+
+    name = "code"
+
+    def reply_schema(self, env: Any, count: int) -> type[BaseModel]:
+        if getattr(env, "code_method_type", None) is None:
+            raise TypeError(
+                f"environment {getattr(env, 'name', env)!r} has no code_method_type: it cannot take code proposals "
+                "(method_kind: code); use method_kind: dsl"
+            )
+        return _code_reply(count)
+
+    def unpack(self, env: Any, reply: BaseModel) -> list:
+        return [
+            env.parse_method({"family": "code", "source": p.source, "name": p.name})
+            for p in reply.proposals  # type: ignore[attr-defined]
+        ]
+
+    def render(self, env: Any, method: Any) -> str:
+        """``{"name", "source"}`` on one line: a code method as it was written, a DSL method
+        (the seed corpus) as the environment's equivalent source."""
+        name = getattr(method, "name", "") or env.method_key(method)
+        return json.dumps({"name": name, "source": env.method_source(method)})
+
+    def instructions(self, env: Any) -> str:
+        imports = ", ".join(sorted(ALLOWED_IMPORTS))
+        return (
+            "Each method is one JSON object {\"name\": a short label, \"source\": Python source}, like the "
+            "exemplars. The source defines estimate_batch(X), where X is a float64 array of shape (R, n) holding "
+            "one sample per row and the result is R numbers, one estimate per row (preferred: vectorize over "
+            "rows with numpy), or estimate(x), one sample as a 1-D array to one float. It may import only "
+            f"{imports}; names starting with an underscore, files, processes and the network are not "
+            "available. It runs in a sandbox with limits on CPU time, memory and wall-clock time; a method "
+            "that fails there, or returns anything but finite numbers, is rejected with the reason. The "
+            "methods named in the problem statement are examples, not a limit. Prefer methods you expect to "
+            "beat the exemplars, and vary your proposals."
+        )
+
+
+METHOD_KINDS: dict[str, MethodKind] = {"dsl": DSLMethods(), "code": CodeMethods()}

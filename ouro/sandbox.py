@@ -17,7 +17,9 @@ runs in the caller's process. Three layers stand between it and the host:
    server, so a crash or a monkeypatch stays with its own method and the server
    itself never runs user code. That process is prepared ahead of its method (forked,
    data and scratch memory faulted in, confined: when the host runs as root, chrooted
-   into an empty directory as ``nobody``); when the method arrives it gets rlimits
+   into an empty directory as ``nobody``; the server keeps two waiting and forks their
+   replacements between calls, off the caller's critical path, and each runs one method
+   only); when the method arrives it gets rlimits
    (CPU, address space, no new processes, no file writes, no new file descriptors, no
    core files) and only then runs it. The server kills it at the wall-clock limit; the
    host kills the server's whole process group if the server itself stops answering,
@@ -159,6 +161,7 @@ _JOB_FD = 4                     # where a prepared process reads its job (closed
 _MADV_POPULATE_READ = 22        # Linux 5.14+; not exported by the mmap module before Python 3.12
 _MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in ...
 _MAX_SCRATCH = 128 << 20        # ... twice the data's size, within these bounds
+_SPARES = 2                     # prepared processes kept waiting: one for the next method, one getting ready
 _READY_TIMEOUT = 30.0           # seconds for a prepared process to get ready
 _KEEP_OUTPUT = 2_000            # characters of printed output kept in a result
 _MAX_REASON = 500               # characters of a rejection reason
@@ -997,7 +1000,7 @@ class _Workspace:
         self.nobody = _nobody_ids()
         self.failed: dict[str, str] = {}
         self.finishing: list[int] = []   # answered, exiting processes not yet reaped
-        self.spare: _Spare | None = None
+        self.spares: list[_Spare] = []   # prepared processes, oldest first
         self.scratch_bytes = _MIN_SCRATCH
         self.generation = 0              # bumped whenever the views change
         self.views: dict[str, ModuleView] = {}
@@ -1024,31 +1027,46 @@ class _Workspace:
         """What a prepared process depends on: the modules it inherited and the data it mapped."""
         return self.generation, os.fstat(self.shared_fd).st_size
 
-    def prepare_spare(self) -> None:
-        """Fork the process for the next method now, so that it gets ready off the critical path."""
-        self.discard_spare()
-        self.spare = _fork_spare(self)
+    def prepare_spares(self) -> None:
+        """Fork processes until ``_SPARES`` wait for the current modules and data.
+
+        Each gets ready (maps its data, faults in scratch memory, confines itself) while
+        the server and the host do other work, so that a method finds one ready. Stale
+        ones (other modules or another data size) are discarded first.
+        """
+        key = self.spare_key()
+        for spare in self.spares:
+            if spare.key != key:
+                _discard(spare)
+        self.spares = [spare for spare in self.spares if spare.key == key]
+        while len(self.spares) < _SPARES:
+            self.spares.append(_fork_spare(self))
 
     def take_spare(self) -> tuple[_Spare | None, str]:
-        """A ready process for the current modules and data (forked now if need be), or None and why."""
-        spare, self.spare = self.spare, None
+        """The oldest ready process for the current modules and data (forked now if none
+        is left), or None and why. Each process is taken once: it runs one method and exits."""
+        key = self.spare_key()
         problem = ""
         for _ in range(2):
-            if spare is None or spare.key != self.spare_key():
-                if spare is not None:
-                    _discard(spare)
+            spare = None
+            while self.spares and spare is None:
+                candidate = self.spares.pop(0)
+                if candidate.key == key:
+                    spare = candidate
+                else:
+                    _discard(candidate)
+            if spare is None:
                 spare = _fork_spare(self)
             problem = _wait_ready(spare)
             if not problem:
                 return spare, ""
             _discard(spare)
-            spare = None
         return None, problem
 
-    def discard_spare(self) -> None:
-        if self.spare is not None:
-            _discard(self.spare)
-            self.spare = None
+    def discard_spares(self) -> None:
+        for spare in self.spares:
+            _discard(spare)
+        self.spares = []
 
     def reap_finished(self) -> None:
         """Collect exited method processes; wait for the oldest if too many linger."""
@@ -1128,12 +1146,12 @@ def _serve(jail: str, shared_fd: int) -> None:
     os.close(null)
     workspace = _Workspace(jail, shared_fd)
     _send_line(out, {"ready": True, "enforced": _probe_jail(workspace)})
-    workspace.prepare_spare()
+    workspace.prepare_spares()
     reader = sys.stdin.buffer
     while True:
         line = reader.readline()
         if not line:
-            workspace.discard_spare()
+            workspace.discard_spares()
             return
         request = json.loads(line)
         rows, cols = int(request["rows"]), int(request["cols"])
@@ -1142,12 +1160,16 @@ def _serve(jail: str, shared_fd: int) -> None:
         workspace.scratch_bytes = min(max(_MIN_SCRATCH, 2 * rows * cols * 8), _MAX_SCRATCH)
         entry_points = tuple(request["entry_points"])
         _send_line(out, {"accepted": len(request["methods"])})
-        for index, source in enumerate(request["methods"]):
-            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points, workspace)
+        methods = request["methods"]
+        for index, source in enumerate(methods):
+            more = index + 1 < len(methods)
+            error, payload, seconds, output = _run_method(source, rows, cols, limits, entry_points,
+                                                          workspace, prepare_next=more)
             _send_line(out, {"index": index, "error": error, "seconds": round(seconds, 6),
                              "output": output, "values": payload is not None})
             if payload is not None:
                 _write_fd(out, payload)
+        workspace.prepare_spares()   # the last answer is out: replace the processes used, off the critical path
 
 
 def _write_fd(fd: int, data: bytes | memoryview) -> None:
@@ -1161,13 +1183,17 @@ def _send_line(fd: int, message: dict[str, Any]) -> None:
 
 
 def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_points: tuple[str, ...],
-                workspace: _Workspace) -> tuple[str | None, bytes | None, float, str]:
+                workspace: _Workspace, prepare_next: bool) -> tuple[str | None, bytes | None, float, str]:
     """Run one method in a prepared jailed process; return (error, float64 bytes, seconds, output).
 
     The process was forked and confined before the method arrived, with its data and
-    scratch memory already faulted in; the next one is forked as soon as this one has
-    its job, so that on a machine with a spare core it gets ready meanwhile. A process that delivered a complete answer is reaped later; one that did
-    not is waited for, so that its exit status can explain what happened.
+    scratch memory already faulted in. When another method of the same request follows
+    (``prepare_next``), its process is forked as soon as this one has its job, so that
+    on a machine with a spare core it gets ready meanwhile; after a request's last
+    method the server forks the next process only once the answer has been sent, so
+    that the fork and its preparation never delay an answer the host is waiting for. A
+    process that delivered a complete answer is reaped later; one that did not is
+    waited for, so that its exit status can explain what happened.
     """
     workspace.reap_finished()
     spare, problem = workspace.take_spare()
@@ -1181,7 +1207,8 @@ def _run_method(source: str, rows: int, cols: int, limits: SandboxLimits, entry_
     except OSError:   # it died before reading its job; its exit status says why
         pass
     os.close(spare.job_fd)
-    workspace.prepare_spare()   # the next method's process gets ready while this one runs
+    if prepare_next:   # more methods of this request follow: replace this process while the method runs
+        workspace.prepare_spares()
     try:
         received, problem = _collect(spare.result_fd, began + limits.wall_seconds, rows * 8 + _MAX_CHILD_HEADER)
     finally:

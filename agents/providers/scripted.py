@@ -6,7 +6,11 @@ same parsing, validation, re-asks and accounting as a real model's reply:
 * asked for proposals (a schema with a ``proposals`` array), it fits the embedded
   statistical researcher to the exemplars in the prompt and samples from it: in-context
   learning, done by maximum likelihood. Asked to revise a rejected proposal, it samples
-  again, away from the rejected family.
+  again, away from the rejected family. Asked for code (items with a ``source``), it
+  reads each exemplar's source for the DSL method it says it is (its ``# dsl:`` line),
+  samples the same way and writes each draw as equivalent hand-written numpy;
+  ``broken_code_share`` of those come out with a bug that only a run reveals (a median
+  over the wrong axis), so the sandbox's rejections run offline too.
 * asked for a judgement (a schema with ``accept`` and ``predicted_quality``), it applies
   a fixed rule: with Monte Carlo evidence in the prompt it trusts the estimated
   efficiency; without, it uses a fixed table of textbook beliefs about each family.
@@ -62,6 +66,9 @@ class ScriptedConfig(ProviderConfig):
     invalid_share: float = Field(0.0, ge=0.0, le=1.0, description="share of replies that are malformed")
     failure_share: float = Field(0.0, ge=0.0, le=1.0, description="share of requests that fail at every attempt")
     smoothing: float = Field(0.0, ge=0.0, description="pseudo-count when fitting the exemplars (0: maximum likelihood)")
+    broken_code_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of code proposals written with a bug the sandbox rejects at run time"
+    )
     latency_s: float = Field(0.0, ge=0.0, le=60.0, description="simulated time to answer, per attempt")
     backoff_initial_s: float = Field(0.0, ge=0)
     backoff_max_s: float = Field(0.0, ge=0)
@@ -123,20 +130,44 @@ class ScriptedProvider(Provider):
         tags = sections(prompt)
         if "proposals" in props:
             count = int(props["proposals"].get("minItems", 1))
+            if "source" in _item_properties(json_schema, props["proposals"]):
+                return {"proposals": self._propose_code(tags, count, rng)}
             return {"proposals": self._propose(tags, count, rng)}
         if {"accept", "predicted_quality"} <= set(props):
             return self._judge(tags)
         raise ScriptedFault(f"the scripted model cannot answer schema {schema.__name__}", fatal=True)
 
     def _propose(self, tags: dict[str, str], count: int, rng: np.random.Generator) -> list[dict]:
+        exemplars = json_lines(tags.get("exemplars", ""))
+        rejected = json_lines(tags.get("rejected", ""))
+        return self._draw(exemplars, rejected[0] if rejected else None, count, rng)
+
+    def _propose_code(self, tags: dict[str, str], count: int, rng: np.random.Generator) -> list[dict]:
+        """Draws written as code: ``{"name", "source"}`` items, as a model asked for code writes them."""
+        from ouro.environments.estimators.methods import method_key, parse_method
+        from ouro.environments.estimators.sources import method_source
+
+        exemplars = [_code_dsl(e) for e in json_lines(tags.get("exemplars", ""))]
+        rejected = [_code_dsl(e) for e in json_lines(tags.get("rejected", ""))]
+        out: list[dict] = []
+        for spec in self._draw([e for e in exemplars if e], rejected[0] if rejected else None, count, rng):
+            if rng.random() < self.config.broken_code_share:
+                out.append({"name": "median (per column)", "source": BROKEN_SOURCE})
+            else:
+                method = parse_method(spec)
+                out.append({"name": method_key(method), "source": method_source(method)})
+        return out
+
+    def _draw(self, exemplars: list, rejected: Any, count: int, rng: np.random.Generator) -> list[dict]:
+        """``count`` DSL methods from the statistical researcher fitted to the exemplars,
+        away from the family of ``rejected`` when there is one."""
         # imported here: the statistical researcher lives in the package that imports providers
         from ouro.agents.statistical import StatisticalResearcher, StatisticalResearcherConfig
         from ouro.environments.estimators.methods import FAMILY_NAMES, parse_method
 
         model = StatisticalResearcher(StatisticalResearcherConfig(smoothing=self.config.smoothing))
-        model.learn([parse_method(m) for m in json_lines(tags.get("exemplars", "")) if _is_method(m)])
-        rejected = json_lines(tags.get("rejected", ""))
-        avoid = rejected[0].get("family") if rejected and isinstance(rejected[0], dict) else None
+        model.learn([parse_method(m) for m in exemplars if _is_method(m)])
+        avoid = rejected.get("family") if isinstance(rejected, dict) else None
         if avoid in FAMILY_NAMES and model.probs[FAMILY_NAMES.index(avoid)] > 1.0 - 1e-9:
             model = StatisticalResearcher(StatisticalResearcherConfig())  # knows nothing else: try anything
         out: list[dict] = []
@@ -171,6 +202,34 @@ class ScriptedProvider(Provider):
         if rng.random() < 0.5:
             return "I would suggest a trimmed mean with a moderate trimming proportion."
         return json.dumps({"proposals": [{"family": "trimmed_mean", "alpha": 0.9}], "accept": "maybe"})
+
+
+# The bug the scripted model writes on purpose: a median over the wrong axis, one value
+# per column instead of one per sample. It passes the static check; the sandbox rejects
+# it at run time ("wrong shape (n,) for R rows").
+BROKEN_SOURCE = """import numpy as np
+
+
+def estimate_batch(X):
+    return np.median(X, axis=0)
+"""
+
+
+def _item_properties(schema: dict[str, Any], array: dict[str, Any]) -> dict[str, Any]:
+    """The properties of an array's items, following a local ``$ref``."""
+    items = array.get("items", {})
+    ref = items.get("$ref", "") if isinstance(items, dict) else ""
+    if ref.startswith("#/$defs/"):
+        items = schema.get("$defs", {}).get(ref.split("/")[-1], {})
+    return items.get("properties", {}) if isinstance(items, dict) else {}
+
+
+def _code_dsl(item: Any) -> dict | None:
+    """The DSL method a code exemplar says it is (its ``# dsl:`` line), or None."""
+    from ouro.environments.estimators.sources import source_dsl
+
+    source = item.get("source") if isinstance(item, dict) else None
+    return source_dsl(source) if isinstance(source, str) else None
 
 
 def _is_method(obj: Any) -> bool:

@@ -10,8 +10,11 @@ from pydantic import Field, field_validator
 from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
 
 from .dgp import DGP, Contaminated, simulate_samples
-from .methods import FAMILIES, FAMILY_NAMES, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method
+from .methods import (
+    FAMILIES, FAMILY_NAMES, CodeMethod, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method,
+)
 from .oracle import Oracle
+from .sources import method_source
 
 # The human knowledge the loop starts from: what statistics textbooks reach for. The
 # sample mean is by far the most common choice, then the median; robust estimators
@@ -58,6 +61,7 @@ class EstimatorsEnvironment:
     quality_label: ClassVar[str] = "efficiency relative to the sample mean (×)"  # axis labels of reports
     diversity_label: ClassVar[str] = "entropy over method families (nats)"
     method_type: ClassVar[Any] = DSLMethod  # what a proposal is: the schema model-backed researchers write
+    code_method_type: ClassVar[Any] = CodeMethod  # a method as Python source, run in the sandbox (method_kind: code)
 
     def __init__(self, config: EstimatorsConfig) -> None:
         self.config = config
@@ -83,6 +87,10 @@ class EstimatorsEnvironment:
 
     def method_key(self, method: _Method) -> str:
         return method_key(method)
+
+    def method_source(self, method: _Method) -> str:
+        """``method`` as Python source: its own for a code method, equivalent numpy for a DSL one."""
+        return method.source if isinstance(method, CodeMethod) else method_source(method)
 
     def real_data(self, rng: np.random.Generator) -> list[_Method]:
         return [parse_method(m) for m in SEED_CORPUS]
