@@ -11,6 +11,7 @@ environment with a vectorized loop of its own supplies its own cohort class thro
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import warnings
 from contextlib import contextmanager
@@ -119,7 +120,7 @@ class MethodCohort:
     # proposals) before "verdicts": the later file's presence means the stage finished.
     _PERSISTED = ("batches", "proposals", "dialogue", "verdicts")
 
-    @property
+    @functools.cached_property
     def _costly(self) -> bool:
         return bool(getattr(self.verifier, "costly", False) or getattr(self.researchers[self.seeds[0]], "costly", False))
 

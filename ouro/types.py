@@ -66,7 +66,9 @@ class InvalidProposal(BaseModel):
 
 
 def is_invalid(method: object) -> bool:
-    return isinstance(method, InvalidProposal)
+    # the exact type: pydantic's metaclass makes isinstance an ABC check, and this runs
+    # for every proposal of every generation
+    return type(method) is InvalidProposal
 
 
 class Feedback(BaseModel):
