@@ -12,14 +12,14 @@ per call is read from ``/proc`` and reported, to show it is not the bottleneck. 
 client is one asyncio loop, as in one arm of an experiment; ``--processes N`` splits each
 level's calls in flight over N client processes, as a run's arms are split over its
 ``workers``. Measured on the 2-core machine this was written on, shared with other work
-(1-minute load average 3-4 during the runs; medians of three):
+(1-minute load average 2.6-4.2 during the runs; medians of three, two for --processes):
 
-    transport                    ratio at 1 / 8 / 64     client CPU ms/call at 64
-    httpx2 (before)              0.91 / 0.83 / 0.19      5.6
-    aiohttp + raw reply (now)    0.95 / 0.90 / 0.57      1.8
-    now, --processes 2           0.95 / 0.91 / 0.63      2.8 (summed over both)
+    client                                ratio at 1 / 8 / 64    client CPU ms/call at 64
+    httpx2, SDK response objects (before) 0.95 / 0.89 / 0.38     3.8
+    aiohttp, raw reply read (now)         0.95 / 0.90 / 0.57     1.8
+    now, --processes 2                    0.95 / 0.91 / 0.63     2.8 (both processes)
 
-Not 0.9 at 64: one call costs about 1.7 ms of client CPU through the SDK (the SDK's
+Not 0.9 at 64: one call costs about 1.8 ms of client CPU through the SDK (the SDK's
 request building and httpx2's request/response objects; the provider's own share is
 about 0.15 ms), so one loop on a free core tops out near 550 calls/s, short of 640; the
 fake server needs about 0.5 ms a call on top. ``cpu_bound_ceiling_calls_per_s`` says

@@ -3,7 +3,7 @@ concurrency limit, and one TLS context for the whole process.
 
 Transport. Both SDKs ship an aiohttp transport (``DefaultAioHttpClient``, installed with
 their ``aiohttp`` extra, which ouro depends on). Measured here at 64 requests in flight,
-the SDK's default httpx2 pool costs about 4.5 ms of client CPU a call: for every
+the SDK's default httpx2 pool costs about 4-5 ms of client CPU a call: for every
 request it asks each pooled connection whether it has expired, and each answer builds
 a dict of socket attributes and polls the socket. Through aiohttp the same call costs
 about 3 ms. ``transport="httpx"`` keeps the SDK's default (and is the fallback when
