@@ -3,15 +3,29 @@
 The server answers each request after 100 ms, so with ``c`` requests in flight the ideal
 is ``c * 10`` calls a second; the ratio to that ideal shows what the client side (SDK,
 retry loop, semaphore, validation) costs. A second figure times sequential calls to a
-server that answers at once: the whole client-side cost of a call, in milliseconds,
-through the provider and through the bare SDK.
+server that answers at once: the client-side cost of a call, wall and CPU milliseconds,
+through the provider and through the bare SDK (``chat.completions.create`` on the same
+client and transport).
 
-The server runs in a process of its own, so its CPU does not share the client's
-interpreter; the client is one asyncio loop, as in an experiment. The client's CPU time
-per call is reported too: one loop cannot go faster than one core allows, and
-``cpu_bound_ceiling_calls_per_s`` says where that is on the machine at hand.
+The server runs in a process of its own (``http.server`` threads, Nagle off); its CPU
+per call is read from ``/proc`` and reported, to show it is not the bottleneck. The
+client is one asyncio loop, as in one arm of an experiment; ``--processes N`` splits each
+level's calls in flight over N client processes, as a run's arms are split over its
+``workers``. Measured on the 2-core machine this was written on, shared with other work
+(1-minute load average 2.6-4.2 during the runs; medians of three, two for --processes):
 
-    python benchmarks/provider_concurrency.py --json
+    client                                ratio at 1 / 8 / 64    client CPU ms/call at 64
+    httpx2, SDK response objects (before) 0.95 / 0.89 / 0.38     3.8
+    aiohttp, raw reply read (now)         0.95 / 0.90 / 0.57     1.8
+    now, --processes 2                    0.95 / 0.91 / 0.63     2.8 (both processes)
+
+Not 0.9 at 64: one call costs about 1.8 ms of client CPU through the SDK (the SDK's
+request building and httpx2's request/response objects; the provider's own share is
+about 0.15 ms), so one loop on a free core tops out near 550 calls/s, short of 640; the
+fake server needs about 0.5 ms a call on top. ``cpu_bound_ceiling_calls_per_s`` says
+where the ceiling lies on the machine at hand.
+
+    python benchmarks/provider_concurrency.py --json [--processes 2]
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -32,6 +47,7 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 from ouro.agents.providers import OpenAIConfig, OpenAIProvider  # noqa: E402
+from ouro.agents.providers._http import aiohttp_available  # noqa: E402
 
 DELAY_S = 0.1
 LEVELS = (1, 8, 64)
@@ -45,8 +61,9 @@ class Method(BaseModel):
 
 
 @contextlib.contextmanager
-def fake_server(delay: float) -> Iterator[str]:
-    """A fake OpenAI server in a child process; yields its base URL (loopback only)."""
+def fake_server(delay: float) -> Iterator[tuple[str, int]]:
+    """A fake OpenAI server in a child process; yields its base URL (loopback only) and
+    its process id, to read its CPU time."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.providers.fake_servers", "openai", "--delay", str(delay)],
         cwd=ROOT,
@@ -56,10 +73,20 @@ def fake_server(delay: float) -> Iterator[str]:
     )
     try:
         port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.stdin.close()  # the server exits when its stdin closes
         proc.wait(timeout=10)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_stats(url: str) -> dict:
@@ -84,71 +111,115 @@ async def timed_batch(provider: OpenAIProvider, calls: int) -> float:
     return elapsed
 
 
-async def level(concurrency: int, seconds: float) -> dict:
-    """``concurrency`` workers call back to back for ``seconds``: the level lasts that
-    long whatever the throughput, and exactly ``concurrency`` calls are in flight."""
+async def client(url: str, concurrency: int, seconds: float, start_at: float) -> tuple[int, float, float]:
+    """One client process's share of a level: ``concurrency`` workers call back to back
+    from the wall-clock time ``start_at`` for ``seconds``, so exactly that many calls
+    are in flight however fast they go. Returns calls, wall seconds, CPU seconds."""
+    async with make(url, concurrency) as provider:
+        await timed_batch(provider, concurrency)  # open the connections first
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> int:
+            done = 0
+            while time.perf_counter() < deadline:
+                result = await provider.structured(MESSAGES, Method)
+                if not result.ok:
+                    raise RuntimeError(result.error)
+                done += 1
+            return done
+
+        started, cpu = time.perf_counter(), time.process_time()
+        calls = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+        return calls, time.perf_counter() - started, time.process_time() - cpu
+
+
+def client_process(args: tuple[str, int, float, float]) -> tuple[int, float, float]:
+    os.environ.setdefault(KEY_ENV, "sk-bench")
+    return asyncio.run(client(*args))
+
+
+async def level(concurrency: int, seconds: float, processes: int = 1) -> dict:
+    """``concurrency`` calls in flight for ``seconds``: from this process's event loop, or
+    split evenly over ``processes`` client processes, as a run's arms are over its
+    ``workers`` (each arm's process has its own provider and its own limit)."""
     ideal = concurrency / DELAY_S
-    with fake_server(DELAY_S) as url:
-        async with make(url, concurrency) as provider:
-            await timed_batch(provider, concurrency)  # open the connections first
-            deadline = time.perf_counter() + seconds
-
-            async def worker() -> int:
-                done = 0
-                while time.perf_counter() < deadline:
-                    result = await provider.structured(MESSAGES, Method)
-                    if not result.ok:
-                        raise RuntimeError(result.error)
-                    done += 1
-                return done
-
-            started, cpu = time.perf_counter(), time.process_time()
-            calls = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    shares = [s for s in shares if s]
+    with fake_server(DELAY_S) as (url, pid):
+        server_cpu = process_cpu_s(pid)
+        if len(shares) == 1:
+            outcomes = [await client(url, concurrency, seconds, time.time())]
+        else:
+            start_at = time.time() + 3.0  # spawned processes import the SDK first
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(len(shares)) as pool:
+                outcomes = pool.map(client_process, [(url, s, seconds, start_at) for s in shares])
+        after = process_cpu_s(pid)
         observed = server_stats(url)["max_in_flight"]
+    calls = sum(o[0] for o in outcomes)
+    elapsed = max(o[1] for o in outcomes)
+    cpu = sum(o[2] for o in outcomes)
     rate = calls / elapsed
     return {
         "concurrency": concurrency,
+        "client_processes": len(shares),
         "calls": calls,
         "seconds": round(elapsed, 3),
         "calls_per_s": round(rate, 1),
         "ideal_calls_per_s": ideal,
         "ratio": round(rate / ideal, 3),
+        "ms_per_call_in_flight": round(1e3 * elapsed * concurrency / calls, 2),
         "client_cpu_ms_per_call": round(1e3 * cpu / calls, 3),
-        "cpu_bound_ceiling_calls_per_s": round(calls / cpu, 1),
+        "cpu_bound_ceiling_calls_per_s": round(len(shares) * calls / cpu, 1),
+        "server_cpu_ms_per_call": None if after is None else round(1e3 * (after - server_cpu) / calls, 3),
         "max_in_flight_seen_by_server": observed,
     }
 
 
 async def overhead(calls: int) -> dict:
     """Sequential calls to an instant server, through the provider and through the bare
-    SDK client it wraps, so the provider layer's own share is visible."""
-    with fake_server(0.0) as url:
+    SDK client it wraps (same client, same transport), so the provider layer's own share
+    is visible. Wall time includes the server's turn; CPU time is the client's alone."""
+    with fake_server(0.0) as (url, _):
         async with make(url, 1) as provider:
             await timed_batch(provider, 30)
-            provider_s = sum([await timed_batch(provider, 1) for _ in range(calls)])
-            client = provider._client()
-            sdk_s = 0.0
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
-                started = time.perf_counter()
-                await client.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=16)
-                sdk_s += time.perf_counter() - started
+                await timed_batch(provider, 1)
+            provider_wall, provider_cpu = time.perf_counter() - wall, time.process_time() - cpu
+            sdk = provider._client()
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                await sdk.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=16)
+            sdk_wall, sdk_cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {
-        "overhead_ms_per_call": round(1e3 * provider_s / calls, 3),
-        "sdk_only_ms_per_call": round(1e3 * sdk_s / calls, 3),
+        "overhead_ms_per_call": round(1e3 * provider_wall / calls, 3),
+        "overhead_cpu_ms_per_call": round(1e3 * provider_cpu / calls, 3),
+        "sdk_only_ms_per_call": round(1e3 * sdk_wall / calls, 3),
+        "sdk_only_cpu_ms_per_call": round(1e3 * sdk_cpu / calls, 3),
     }
 
 
-async def main(seconds: float, overhead_calls: int) -> dict:
-    levels = [await level(c, seconds) for c in LEVELS]
+async def main(seconds: float, overhead_calls: int, processes: int) -> dict:
+    load_before = os.getloadavg()[0]
+    levels = [await level(c, seconds, processes) for c in LEVELS]
     return {
         "benchmark": "provider_concurrency",
         "server_delay_s": DELAY_S,
+        "transport": transport(),
         "levels": levels,
         **await overhead(overhead_calls),
         "ratio_at_64_meets_0.9": levels[-1]["ratio"] >= 0.9,
         "cpu_count": os.cpu_count(),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def transport() -> str:
+    import openai
+
+    return "aiohttp" if aiohttp_available(openai) else "httpx"
 
 
 if __name__ == "__main__":
@@ -156,9 +227,12 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seconds", type=float, default=2.5, help="target duration of each level")
     parser.add_argument("--overhead-calls", type=int, default=300)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="client processes sharing each level's calls in flight"
+    )
     args = parser.parse_args()
     os.environ.setdefault(KEY_ENV, "sk-bench")  # a fake server: no real key is involved
-    report = asyncio.run(main(args.seconds, args.overhead_calls))
+    report = asyncio.run(main(args.seconds, args.overhead_calls, args.processes))
     if args.json:
         print(json.dumps(report))
     else:
@@ -167,4 +241,7 @@ if __name__ == "__main__":
                 f"c={row['concurrency']:>3}  {row['calls_per_s']:>7.1f}/s  "
                 f"ideal {row['ideal_calls_per_s']:>5.0f}/s  ratio {row['ratio']:.3f}"
             )
-        print(f"per call {report['overhead_ms_per_call']:.3f} ms (bare SDK {report['sdk_only_ms_per_call']:.3f} ms)")
+        print(
+            f"per call {report['overhead_ms_per_call']:.3f} ms, {report['overhead_cpu_ms_per_call']:.3f} ms CPU "
+            f"(bare SDK {report['sdk_only_ms_per_call']:.3f} ms, {report['sdk_only_cpu_ms_per_call']:.3f} ms CPU)"
+        )

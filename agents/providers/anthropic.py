@@ -17,9 +17,10 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import anthropic
 
-from ._http import pooled_client
+from ._http import Transport, check_transport, sdk_http_client
 from .base import (
     Failure,
+    MalformedResponse,
     Message,
     Provider,
     ProviderConfig,
@@ -42,6 +43,8 @@ class AnthropicConfig(ProviderConfig):
     temperature: float | None = None
     base_url: str | None = None
     api_key_env: str = "ANTHROPIC_API_KEY"
+    transport: Transport = "auto"
+    """The SDK's HTTP transport: aiohttp when installed ("auto"), or httpx."""
 
     def build(self) -> "AnthropicProvider":
         return AnthropicProvider(self)
@@ -63,6 +66,7 @@ class AnthropicProvider(Provider):
             )
         import anthropic
 
+        check_transport(anthropic, config.transport)
         self.api_errors = (anthropic.AnthropicError,)
 
     def _make_client(self) -> "anthropic.AsyncAnthropic":
@@ -73,7 +77,9 @@ class AnthropicProvider(Provider):
             base_url=self.config.base_url,
             timeout=self.config.timeout_s,
             max_retries=0,
-            http_client=_http_client(self.config.concurrency, self.config.timeout_s),
+            http_client=sdk_http_client(
+                anthropic, self.config.transport, self.config.concurrency, self.config.timeout_s
+            ),
         )
 
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
@@ -95,6 +101,9 @@ class AnthropicProvider(Provider):
             messages=turns,
             **fields,
         )
+        if not isinstance(getattr(response, "content", None), list):
+            # the SDK hands back the text of a 2xx reply that is not JSON (a proxy's page)
+            raise MalformedResponse(f"not a message: {str(response)[:200]!r}")
         return RawReply(text=_reply_text(response.content, schema is not None), **_usage(response.usage))
 
     def classify(self, exc: BaseException) -> Failure:
@@ -130,12 +139,3 @@ def _usage(usage: Any) -> dict[str, int]:
         + (getattr(usage, "cache_read_input_tokens", 0) or 0)
     )
     return {"tokens_in": tokens_in, "tokens_out": usage.output_tokens or 0}
-
-
-def _http_client(concurrency: int, timeout_s: float) -> Any:
-    """The SDK's client class derives from httpx's or httpx2's, by release."""
-    import anthropic
-
-    factory = anthropic.DefaultAsyncHttpxClient
-    base = next(c for c in factory.__mro__ if c.__name__ == "AsyncClient")
-    return pooled_client(factory, base.__module__.split(".")[0], concurrency, timeout_s)

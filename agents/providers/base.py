@@ -380,12 +380,30 @@ def classify_status(status: int | None) -> Failure:
 
 
 def describe_exception(exc: BaseException) -> str:
+    """``HTTP 500 InternalServerError: ...``; for a connection error, its first cause too.
+
+    The SDKs word every transport failure alike ("Connection error.", and the openai SDK's
+    aiohttp transport reports a dropped connection as "Request timed out."); the
+    exception they raise it from says what happened (``ServerDisconnectedError: Server
+    disconnected``).
+    """
     status = getattr(exc, "status_code", None)
     message = str(exc) or type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError):
         message = "timed out"
     text = f"HTTP {status} {type(exc).__name__}: {message}" if status else f"{type(exc).__name__}: {message}"
+    root = _root_cause(exc)
+    if status is None and root is not exc and not isinstance(root, asyncio.CancelledError):
+        text += f" ({type(root).__name__}: {str(root) or 'no message'})"
     return _shorten(text)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,6 +12,7 @@ server follows a *script*, one entry per request, then answers normally:
     "drop"         the connection is closed without any response
     "not_json"     a reply whose content is not JSON
     "bad_schema"   JSON that breaks the schema
+    "garbled"      status 200 with a body that is not a model reply (a proxy's HTML page)
     "401" "404"    bad key, unknown model (a model not in ``models`` also gets 404)
 
 A valid answer is ``answer`` (a fixed dict), or ``responder(request)`` when one is given:
@@ -156,6 +157,8 @@ class FakeServer:
             _send(handler, status, self.error_body(status, f"injected {status}"), headers)
         elif fault == "not_json":
             _send(handler, 200, self.ok_body(request, "Sure! Here is my answer: a trimmed mean."))
+        elif fault == "garbled":
+            _send_raw(handler, 200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         elif fault == "bad_schema":
             _send(handler, 200, self.ok_body(request, {"unexpected": True}))
         elif fault == "ok":
@@ -256,9 +259,14 @@ SERVER_FOR = {"openai": FakeOpenAI, "vllm": FakeOpenAI, "anthropic": FakeAnthrop
 
 
 def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode()
+    _send_raw(handler, status, json.dumps(body).encode(), "application/json", headers)
+
+
+def _send_raw(
+    handler: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> None:
     handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(data)))
     for name, value in (headers or {}).items():
         handler.send_header(name, value)

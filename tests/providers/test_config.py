@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -23,6 +24,7 @@ from ouro.agents.providers import (
     build_provider,
     provider_config,
 )
+from ouro.agents.providers._http import check_transport, sdk_http_client
 from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI
 
 
@@ -108,3 +110,22 @@ def test_a_bug_is_raised_not_recorded_as_a_failed_call() -> None:
 def test_call_result_reports_success() -> None:
     assert CallResult(value=Answer(x=1)).ok
     assert not CallResult(error="rate limited: giving up after 5 attempts").ok
+
+
+@pytest.mark.parametrize("sdk_name", ["openai", "anthropic"])
+def test_aiohttp_is_the_default_transport_when_installed(sdk_name: str) -> None:
+    sdk = pytest.importorskip(sdk_name)
+    pytest.importorskip("aiohttp")
+    auto = sdk_http_client(sdk, "auto", concurrency=3, timeout_s=5.0)
+    httpx_client = sdk_http_client(sdk, "httpx", concurrency=3, timeout_s=5.0)
+    assert isinstance(auto, sdk.DefaultAioHttpClient)
+    assert isinstance(httpx_client, sdk.DefaultAsyncHttpxClient)
+    assert not isinstance(httpx_client, sdk.DefaultAioHttpClient)
+
+
+def test_aiohttp_asked_of_an_sdk_without_it_fails_at_construction() -> None:
+    old_sdk = types.ModuleType("old_sdk")  # a release that predates DefaultAioHttpClient
+    with pytest.raises(ProviderConfigError, match=r"pip install 'old_sdk\[aiohttp\]'"):
+        check_transport(old_sdk, "aiohttp")
+    check_transport(old_sdk, "auto")  # auto falls back to httpx
+    check_transport(old_sdk, "httpx")

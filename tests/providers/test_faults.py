@@ -64,10 +64,11 @@ def test_clean_answer_costs_one_call(flavour: str) -> None:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-@pytest.mark.parametrize("fault", ["429", "500", "503", "stall", "drop"])
-def test_transport_fault_is_retried_then_answered(flavour: str, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["429", "500", "503", "stall", "drop", "garbled"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_transport_fault_is_retried_then_answered(flavour: str, fault: str, transport: str) -> None:
     with SERVER_FOR[flavour]([fault], stall_s=5) as server:
-        result = ask(flavour, server, timeout_s=0.5)
+        result = ask(flavour, server, timeout_s=0.5, transport=transport)
     assert result.ok, result.error
     assert result.value == Method(family="trimmed_mean", alpha=0.2)
     assert server.requests == 2
@@ -164,6 +165,19 @@ def test_retry_after_beyond_the_budget_stops_before_sleeping() -> None:
         result.error,
     )
     assert server.requests == 1 and elapsed < 0.9
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_dropped_connection_is_named_in_the_reason(flavour: str, transport: str) -> None:
+    """The SDKs say only "Connection error." (or, openai over aiohttp, "Request timed
+    out."); the reason carries what they raised it from."""
+    with SERVER_FOR[flavour](["drop"] * 2) as server:
+        result = ask(flavour, server, max_attempts=2, transport=transport)
+    assert result.error.startswith("transient error (")
+    assert "Server disconnected" in result.error
+    assert result.error.endswith("giving up after 2 attempts")
+    assert server.requests == 2 and result.cost.calls == 2
 
 
 def test_stall_is_cut_at_the_attempt_timeout() -> None:
