@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ouro.sweep import cell_dir, plan_sweep, run_sweep
-from tests.test_sweep import STUDY, sweep_values
+from tests.test_sweep import reference, study, sweep_values  # noqa: F401 (fixtures: the same study, run locally)
 
 ray = pytest.importorskip("ray")
 
@@ -39,31 +39,17 @@ def local_ray():
             shutil.rmtree(home_token, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ray-study") / "study.yaml"
-    path.write_text(STUDY)
-    return path
-
-
-@pytest.fixture(scope="module")
-def local_result(study, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("local")
-    assert run_sweep(plan_sweep(study), out, workers=2).finished == 4
-    return out
-
-
 def summary_values(out: Path) -> list[dict]:
     with open(out / "sweep_summary.csv", newline="") as f:
         return [{k: v for k, v in row.items() if k != "cost_wall_seconds"} for row in csv.DictReader(f)]
 
 
 @pytest.mark.slow
-def test_ray_gives_the_local_backends_values(local_ray, study, local_result, tmp_path):
+def test_ray_gives_the_local_backends_values(local_ray, study, reference, tmp_path):
     result = run_sweep(plan_sweep(study), tmp_path, backend="ray")
     assert (result.finished, result.failures) == (4, {})
-    assert sweep_values(tmp_path) == sweep_values(local_result)
-    assert summary_values(tmp_path) == summary_values(local_result)
+    assert sweep_values(tmp_path) == sweep_values(reference)
+    assert summary_values(tmp_path) == summary_values(reference)
     assert ray.is_initialized()  # a Ray the sweep did not start is left running
 
 
@@ -79,7 +65,7 @@ def test_a_failing_cell_is_retried_then_reported_with_its_reason(local_ray, stud
 
 
 @pytest.mark.slow
-def test_the_command_line_joins_a_running_cluster_with_address(local_ray, study, local_result, tmp_path):
+def test_the_command_line_joins_a_running_cluster_with_address(local_ray, study, reference, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "ouro.cli", "sweep", str(study), "--backend", "ray", "--address", local_ray,
          "--out", str(tmp_path / "s"), "--quiet", "--no-report"],
@@ -87,4 +73,4 @@ def test_the_command_line_joins_a_running_cluster_with_address(local_ray, study,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "4/4 cells finished" in done.stdout
-    assert sweep_values(tmp_path / "s") == sweep_values(local_result)
+    assert sweep_values(tmp_path / "s") == sweep_values(reference)
