@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import warnings
 from contextlib import contextmanager
 from operator import attrgetter
 from pathlib import Path
@@ -359,50 +358,43 @@ class MethodCohort:
     def _metric_rows(self, generation: int, proposals: dict, verdicts: dict, truth: list, batches: dict, dialogue: dict) -> list:
         """The generation's metric rows, seed by seed in a fixed order.
 
-        Counts and means are computed for all seeds at once (a seed is a row: every seed
-        has the same number of slots); invalid slots (``InvalidProposal``) are left out of
-        all of them, as they are never judged.
+        Invalid slots (``InvalidProposal``) are left out of every metric, as they are never
+        judged. A seed may have no slot at all (a researcher whose every output was
+        unusable): its means are NaN and its counts 0.
         """
-        valid, quality, good = (np.array([t[i] for t in truth]) for i in range(3))
-        vs = [verdicts[s] for s in self.seeds]
-        accept = np.array([[v.accept is True for v in row] for row in vs], dtype=bool) & valid
-        scored = np.array([[v.accept is not None for v in row] for row in vs], dtype=bool) & valid
-        judged = np.where(valid, quality, np.nan)
-        has_quality = np.isfinite(judged).any(axis=1)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a seed without any quality: NaN, as meant
-            quality_mean = np.where(has_quality, np.nanmean(judged, axis=1), np.nan)
-            quality_best = np.where(has_quality, np.nanmax(judged, axis=1), np.nan)
-            accept_rate = np.where(scored.any(axis=1), accept.sum(axis=1) / scored.sum(axis=1), np.nan)
-        columns = {
-            # methods that could not be evaluated (quality NaN) are counted apart, not averaged
-            "quality_mean": quality_mean,
-            "quality_best": quality_best,
-            "unevaluable": (np.isnan(quality) & valid).sum(axis=1),  # e.g. code that failed in the sandbox
-            "accept_rate": accept_rate,
-            "unscored": (valid & ~scored).sum(axis=1),
-        }
-        confusion = {
-            "tp": (accept & good).sum(axis=1),
-            "fp": (accept & ~good & scored).sum(axis=1),
-            "fn": (~accept & good & scored).sum(axis=1),
-            "tn": (~accept & ~good & scored).sum(axis=1),
-        }
-        spent = np.array([[_COST_OF(v.cost) for v in row] for row in vs], dtype=float).reshape(len(vs), -1, len(COST_METRICS))
-        costs = {f"cost_{k}": (spent[:, :, j] * valid).sum(axis=1) for j, k in enumerate(COST_METRICS)}
         verifier_metrics = getattr(self.verifier, "metrics", None)  # e.g. an audit's confusion counts
         rows = []
-        for row, s in enumerate(self.seeds):
-            kept = [m for m, ok in zip(proposals[s], valid[row]) if ok]
-            out = {k: float(c[row]) for k, c in columns.items()}
+        for s, (valid, quality, good) in zip(self.seeds, truth):
+            vs = verdicts[s]
+            accept = np.array([v.accept is True for v in vs], dtype=bool) & valid
+            scored = np.array([v.accept is not None for v in vs], dtype=bool) & valid
+            judged = quality[valid]
+            finite = judged[np.isfinite(judged)]
+            spent = np.array([_COST_OF(v.cost) for v in vs], dtype=float).reshape(len(vs), len(COST_METRICS))
+            out = {
+                # methods that could not be evaluated (quality NaN) are counted apart, not averaged
+                "quality_mean": float(np.nanmean(judged)) if finite.size else float("nan"),
+                "quality_best": float(np.nanmax(judged)) if finite.size else float("nan"),
+                "unevaluable": float(np.isnan(judged).sum()),  # e.g. code that failed in the sandbox
+                "accept_rate": float(accept.sum() / scored.sum()) if scored.any() else float("nan"),
+                "unscored": float((valid & ~scored).sum()),
+            }
+            kept = [m for m, ok in zip(proposals[s], valid) if ok]
             out.update(self.env.diversity(kept))
-            out.update({k: float(c[row]) for k, c in confusion.items()})
-            out.update({k: float(c[row]) for k, c in costs.items()})
+            out.update(
+                {
+                    "tp": float((accept & good).sum()),
+                    "fp": float((accept & ~good & scored).sum()),
+                    "fn": float((~accept & good & scored).sum()),
+                    "tn": float((~accept & ~good & scored).sum()),
+                }
+            )
+            out.update({f"cost_{k}": float(x) for k, x in zip(COST_METRICS, spent[valid].sum(axis=0))})
             if verifier_metrics is not None:
-                out.update(verifier_metrics([v for v, ok in zip(verdicts[s], valid[row]) if ok]))
+                out.update(verifier_metrics([v for v, ok in zip(vs, valid) if ok]))
             rows += [(s, k, v) for k, v in out.items()]
             if self._async_propose:
-                rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid[row]).items()]
+                rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid).items()]
             if s in dialogue:  # what the researcher proposed before any revision, for paired starts
                 first = [m for m in self._get(generation, "proposals")[s] if not is_invalid(m)]
                 rows.append((s, "quality_mean_first", float(np.mean(self.env.oracle(first))) if first else float("nan")))
