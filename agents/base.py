@@ -7,6 +7,8 @@ archives) go to the run directory.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,5 +32,6 @@ class Researcher(Protocol):
 class ResearcherConfig(ComponentConfig):
     kind: str
 
+    @abstractmethod
     def build(self, env: Any) -> Researcher:
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        """The researcher this config describes, for ``env``."""

@@ -7,6 +7,8 @@ verifiers.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -67,5 +69,6 @@ class EnvironmentConfig(ComponentConfig):
 
     kind: str
 
+    @abstractmethod
     def build(self) -> Environment:
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        """The environment this config describes."""

@@ -154,8 +154,7 @@ class CategoricalEnvironment(ClosedFormEnvironment):
 
     # ------------------------------------------------------------ judging
     def good(self, batch: Batch) -> np.ndarray:
-        if self.good_category is None:
-            raise NotImplementedError("categorical: give correct labels or quality values to say what is good")
+        # named in ``judgements`` only when correct labels or quality values were given
         return self.good_category[batch.data["cat"]]
 
     def log_likelihood(self, batch: Batch) -> np.ndarray:

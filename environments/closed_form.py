@@ -28,6 +28,7 @@ hold per-seed metrics, including the verifier's accept rate and confusion counts
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,12 +97,15 @@ class Batch:
         return self.env.fresh_check(self, replications, alpha)
 
 
-class ClosedFormEnvironment:
+class ClosedFormEnvironment(ABC):
     """What a closed-form environment supplies to ``ClosedFormCohort``.
 
-    ``judgements`` names the questions of ``Batch`` it can answer: ``good`` (it knows
-    which proposals are good: oracle, noisy), ``likelihood`` (the model's own judgement),
-    ``fresh`` (a two-sample check against fresh real data: montecarlo).
+    ``judgements`` names the questions of ``Batch`` it can answer, and an environment
+    defines the method of each one it names: ``good`` -> ``good(batch)`` (it knows which
+    proposals are good: oracle, noisy), ``likelihood`` -> ``log_likelihood(batch)`` (the
+    model's own judgement), ``fresh`` -> ``fresh_check(batch, replications, alpha)`` (a
+    two-sample check against fresh real data: montecarlo). The cohort refuses, when it
+    is built, a verifier that needs a question the environment does not name.
     """
 
     name: ClassVar[str]
@@ -111,8 +115,9 @@ class ClosedFormEnvironment:
     judgements: frozenset[str] = frozenset()  # per instance: may depend on the config
     min_proposals: ClassVar[int] = 1
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The problem in words."""
 
     proposals: int = 0  # n, set by ``bind_loop``
 
@@ -123,50 +128,41 @@ class ClosedFormEnvironment:
         self.proposals = proposals
 
     # data and models
+    @abstractmethod
     def initial_data(self, seeds: np.ndarray) -> tuple[Arrays, np.ndarray]:
         """Generation 0's real data: arrays (seeds, n, ...) and a mask (seeds, n)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fresh_data(self, seeds: np.ndarray, generation: int, sizes: np.ndarray) -> tuple[Arrays, np.ndarray]:
         """``sizes[i]`` fresh real items for seed i (regime ``mix``), padded, with a mask."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stats(self, data: Arrays, mask: np.ndarray) -> Arrays:
         """Sufficient statistics of the masked items of each seed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def merge(self, a: Arrays, b: Arrays) -> Arrays:
         """Statistics of the union of two pools."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fit(self, stats: Arrays) -> tuple[Arrays, np.ndarray]:
         """Fitted parameters per seed, and which seeds had enough data to fit."""
-        raise NotImplementedError
 
+    @abstractmethod
     def propose(self, params: Arrays, seeds: np.ndarray, generation: int) -> Arrays:
         """n proposals per seed from each seed's model: arrays (seeds, n, ...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, params: Arrays) -> dict[str, np.ndarray]:
         """Metrics of the model that proposes at a generation, per seed (ordered)."""
-        raise NotImplementedError
-
-    # questions verifiers ask (see Batch)
-    def good(self, batch: Batch) -> np.ndarray:
-        raise NotImplementedError(f"environment {self.name} cannot say which proposals are good")
-
-    def log_likelihood(self, batch: Batch) -> np.ndarray:
-        raise NotImplementedError(f"environment {self.name} has no model likelihood")
-
-    def fresh_check(self, batch: Batch, replications: int, alpha: float) -> np.ndarray:
-        raise NotImplementedError(f"environment {self.name} has no two-sample check")
 
 
 class ClosedFormConfig(EnvironmentConfig):
     """Base of closed-form environment configs: they drive the loop with their own cohort."""
 
+    @abstractmethod
     def build(self) -> ClosedFormEnvironment:
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        """The closed-form environment this config describes."""
 
     def cohort(self, config: Any, arm_name: str, run_dir: Path) -> "ClosedFormCohort":
         return ClosedFormCohort(config, arm_name, run_dir)
@@ -325,6 +321,7 @@ class ClosedFormCohort:
             self._memo[key] = value
         return self._memo[key]
 
+    @abstractmethod
     def propose(self, generation: int) -> None:
         self._get(generation, "batch")
 

@@ -112,6 +112,23 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _finish_panels(fig, axes: np.ndarray, n: int, legend: dict, *, xlabel: str, ylabel: str, title: str, columns: int) -> None:
+    """Labels, title and legend of a figure of ``n`` panels: on the panel itself with the
+    legend beside it when there is one, else shared, with the legend below in ``columns``."""
+    if n == 1:
+        ax = axes[0, 0]
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    else:
+        _label_bottom(axes, n, xlabel)
+        fig.supylabel(ylabel, fontsize=9.5)
+        fig.suptitle(title)
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), columns),
+                   frameon=False)  # fmt: skip
+
+
 def _label_bottom(axes: np.ndarray, n: int, xlabel: str) -> None:
     """Put the x label under the lowest visible panel of each column (a legend may sit below)."""
     rows, cols = axes.shape
@@ -179,18 +196,7 @@ def plot_trajectories(
                 ax.set_title(name, fontsize=8.5)
         for ax in axes.flat[len(panels) :]:
             ax.set_visible(False)
-        if single:
-            ax = axes[0, 0]
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.set_title(title)
-            ax.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        else:
-            _label_bottom(axes, len(panels), xlabel)
-            fig.supylabel(ylabel, fontsize=9.5)
-            fig.suptitle(title)
-            fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 6),
-                       frameon=False)  # fmt: skip
+        _finish_panels(fig, axes, len(panels), legend, xlabel=xlabel, ylabel=ylabel, title=title, columns=6)
         return _save(fig, path)
 
 
@@ -334,17 +340,7 @@ def plot_ledger(
                 ax.set_title(name, fontsize=9.5)
         for ax in axes.flat[len(panels) :]:
             ax.set_visible(False)
-        if len(panels) == 1:
-            axes[0, 0].set_xlabel(xlabel)
-            axes[0, 0].set_ylabel(ylabel)
-            axes[0, 0].set_title(title)
-            axes[0, 0].legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        else:
-            _label_bottom(axes, len(panels), xlabel)
-            fig.supylabel(ylabel, fontsize=9.5)
-            fig.suptitle(title)
-            fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 3),
-                       frameon=False)  # fmt: skip
+        _finish_panels(fig, axes, len(panels), legend, xlabel=xlabel, ylabel=ylabel, title=title, columns=3)
         return _save(fig, path)
 
 

@@ -67,3 +67,10 @@ def scripted_run(tmp_path_factory) -> Path:
     result = ouro("run", SCRIPTED, "--out", str(out), "--quiet", *SCRIPTED_SMALL)
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy keys in the variables the providers read (the loopback servers accept any)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")

@@ -6,33 +6,13 @@ errors for fixation frequencies, the sample's elsewhere). Settings fixed in adva
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from ouro.config import ConfigError, validate
 from ouro.environments import categorical as C
-from ouro.runner import execute, prepare_run_dir
-from ouro.summary import read_metrics, summarize
-
-
-def run(tmp_path: Path, data: dict, name: str = "run") -> dict[str, dict[str, np.ndarray]]:
-    """Run a config through the runner; metrics[arm][metric] as a (seeds, generations) array."""
-    out = tmp_path / name
-    config = validate({"name": "t", "researcher": {"kind": "statistical"}, **data})
-    prepare_run_dir(config, out)
-    execute(out, 1)
-    metrics = read_metrics(out / "metrics.csv")
-    return {
-        arm: {k: np.array([[v[s][g] for g in sorted(v[s])] for s in sorted(v)]) for k, v in per_arm.items()}
-        for arm, per_arm in metrics.items()
-    }
-
-
-def within_3se(values: np.ndarray, expected: float, se: float | None = None) -> None:
-    se = values.std(ddof=1) / np.sqrt(values.size) if se is None else se
-    assert abs(values.mean() - expected) <= 3 * se, f"mean {values.mean():.5g} vs {expected:.5g} (se {se:.3g})"
+from ouro.summary import summarize
+from tests.closed_form_runs import run, within_3se
 
 
 P0 = [0.4, 0.3, 0.2, 0.1]

@@ -27,10 +27,7 @@ def env():
     return load_config().environment.build()
 
 
-@pytest.fixture(autouse=True)
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+pytestmark = pytest.mark.usefixtures("api_keys")  # every test here talks to a loopback server
 
 
 def judge_config(flavour: str, server, **fields):

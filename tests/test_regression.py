@@ -6,33 +6,12 @@ fixed in advance: d = 4, T = 12 (so T - d - 1 = 7), noise 1.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from ouro.config import ConfigError, validate
+from ouro.config import ConfigError
 from ouro.environments import regression as R
-from ouro.runner import execute, prepare_run_dir
-from ouro.summary import read_metrics
-
-
-def run(tmp_path: Path, data: dict, name: str = "run") -> dict[str, dict[str, np.ndarray]]:
-    """Run a config through the runner; metrics[arm][metric] as a (seeds, generations) array."""
-    out = tmp_path / name
-    config = validate({"name": "t", "researcher": {"kind": "statistical"}, **data})
-    prepare_run_dir(config, out)
-    execute(out, 1)
-    metrics = read_metrics(out / "metrics.csv")
-    return {
-        arm: {k: np.array([[v[s][g] for g in sorted(v[s])] for s in sorted(v)]) for k, v in per_arm.items()}
-        for arm, per_arm in metrics.items()
-    }
-
-
-def within_3se(values: np.ndarray, expected: float) -> None:
-    se = values.std(ddof=1) / np.sqrt(values.size)
-    assert abs(values.mean() - expected) <= 3 * se, f"mean {values.mean():.5g} vs {expected:.5g} (se {se:.3g})"
+from tests.closed_form_runs import run, within_3se
 
 
 D, T, SEEDS, GENERATIONS = 4, 12, 1000, 8

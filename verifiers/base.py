@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Protocol, Union, runtime_checkable
 
@@ -54,8 +56,9 @@ class VerifierConfig(ComponentConfig):
         main process, one seed after another (the order of their questions is fixed)."""
         return False
 
+    @abstractmethod
     def build(self, env: Any) -> Verifier:
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        """The verifier this config describes, for ``env``."""
 
 
 def verifier_config_union() -> Any:

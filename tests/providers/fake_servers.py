@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from abc import ABC, abstractmethod
 import socket
 import sys
 import threading
@@ -47,7 +48,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class FakeServer:
+class FakeServer(ABC):
     """Base of the two flavours: threads, script, counters. Use as a context manager."""
 
     def __init__(
@@ -107,12 +108,13 @@ class FakeServer:
 
     post_path = ""
 
+    @abstractmethod
     def ok_body(self, request: dict[str, Any], content: Any) -> dict[str, Any]:
         """A successful reply carrying ``content`` (a dict, or text that is not JSON)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def error_body(self, status: int, message: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """An error reply in the flavour's format."""
 
     def models_body(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in sorted(self.models)]}

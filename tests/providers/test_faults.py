@@ -26,10 +26,7 @@ class Method(BaseModel):
     alpha: float
 
 
-@pytest.fixture(autouse=True)
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+pytestmark = pytest.mark.usefixtures("api_keys")  # every test here talks to a loopback server
 
 
 def ask(flavour: str, server: FakeServer, **overrides: object) -> CallResult:
