@@ -81,6 +81,7 @@ def main() -> None:
     from ouro.config import validate
     from ouro.environments.estimators.methods import FAMILY_NAMES
     from ouro.runner import execute, prepare_run_dir
+    from ouro.store import ArmStore
 
     work = args.out or Path(tempfile.mkdtemp(prefix="ouro-lora-bench-"))
     base = work / "base"
@@ -106,7 +107,7 @@ def main() -> None:
         model_entropy[s] = [d["entropy"] for d in dists]
         rows = []
         for g in range(gens):
-            rec = json.loads((run / "arms" / "none" / f"gen-{g:06d}.json").read_text())
+            rec = ArmStore(run, "none").read_record(g)
             st = rec["researchers"][str(s)]
             metrics = {k: v for seed, k, v in rec["metrics"] if seed == s}
             rows.append((metrics["entropy"], st["propose"]["token_entropy"], st["invalid"] / st["proposed"]))

@@ -27,9 +27,7 @@ hold per-seed metrics, including the verifier's accept rate and confusion counts
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -353,17 +351,10 @@ class ClosedFormCohort:
         return None
 
     def _write_marker(self, generation: int, record: dict) -> None:
-        """A record without metrics or state: atomic (a rename), but not fsynced.
-
-        An fsync costs milliseconds, a thousand of them seconds. Losing a marker (only
-        on power loss) loses nothing: it holds nothing a replay does not recompute, and
-        the records that do hold something are written by ``ArmStore.write_record``.
-        """
-        path = self.store.record_path(generation)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, separators=(",", ":")))
-        os.replace(tmp, path)
+        """A record without metrics or state, not fsynced: an fsync costs milliseconds, a
+        thousand of them seconds, and losing a marker (only on power loss) loses nothing:
+        it holds nothing a replay does not recompute."""
+        self.store.write_record(generation, record, durable=False)
 
     def _metric_rows(self, generation: int) -> list[list]:
         state = self._state_at(generation)

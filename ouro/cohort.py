@@ -23,7 +23,7 @@ import numpy as np
 from ouro.dialogue import judge_valid, verify_with_dialogue
 from ouro.ledger import ArmLedger
 from ouro.rng import stream
-from ouro.store import ArmStore, dump_json
+from ouro.store import ArmStore, json_lines
 from ouro.types import ProposalBatch, is_invalid
 from ouro.verifiers.base import JudgeContext
 
@@ -48,6 +48,16 @@ class Cohort(Protocol):
     def learn(self, generation: int) -> None: ...
 
     def measure(self, generation: int) -> str | None: ...
+
+
+def _mean_and_best(quality: np.ndarray, nans: int) -> tuple[float, float]:
+    """Mean and maximum of the qualities that are not NaN (NaN, NaN when there is none
+    finite). ``nanmean`` costs several times ``mean``, and most seeds have no NaN."""
+    if not np.isfinite(quality).any():
+        return float("nan"), float("nan")
+    if nans:
+        return float(np.nanmean(quality)), float(np.nanmax(quality))
+    return float(quality.mean()), float(quality.max())
 
 
 def build_cohort(config, arm_name: str, run_dir: Path) -> Cohort:
@@ -125,7 +135,8 @@ class MethodCohort:
 
     def _put(self, generation: int, stage: str, value: Any) -> None:
         # keep this generation's outputs and the previous pools (the next generation's context)
-        self._memory = {k: v for k, v in self._memory.items() if k[0] == generation or k == (generation - 1, "pools")}
+        if any(g != generation for g, _ in self._memory):
+            self._memory = {k: v for k, v in self._memory.items() if k[0] == generation or k == (generation - 1, "pools")}
         self._memory[(generation, stage)] = value
         if stage in self._PERSISTED and self._costly:
             self.store.put_stage(generation, stage, value)
@@ -302,26 +313,7 @@ class MethodCohort:
             rows = self._metric_rows(generation, proposals, verdicts, truth, batches, dialogue)
         lines = []
         for s, (valid, quality, good) in zip(self.seeds, truth):
-            origins = dialogue[s].provenance if s in dialogue else batches[s].provenance if s in batches else None
-            # plain Python values: numpy scalars cost microseconds apiece, for every line
-            for i, (m, v, ok, q, gd) in enumerate(zip(proposals[s], verdicts[s], valid.tolist(), quality.tolist(), good.tolist())):
-                line = {
-                    "arm": self.arm,
-                    "seed": s,
-                    "generation": generation,
-                    "index": i,
-                    "method": m,
-                    "key": self.env.method_key(m) if ok else "invalid",
-                    "accept": v.accept,
-                    "score": v.score,
-                    "oracle_quality": q if ok and q == q else None,  # q != q: NaN
-                    "good": gd,
-                    "cost": {k: x for k, x in v.cost.__dict__.items() if x},
-                    "rationale": v.rationale,
-                }
-                if v.accept is True and self._costly:
-                    line["provenance"] = self.ledger.provenance(origins[i] if origins else None)
-                lines.append(line)
+            lines += self._verdict_lines(generation, s, proposals[s], verdicts[s], valid, quality, good, batches, dialogue)
         spend, spend_to_date = self.ledger.spend(generation, batches, dialogue, verdicts)
         stopped = self.ledger.failure_stop(batches, dialogue, verdicts)
         record = {
@@ -329,7 +321,6 @@ class MethodCohort:
             "researchers": {str(s): states[s] for s in self.seeds},
             "pools": {str(s): pools[s] for s in self.seeds},  # methods are written as their fields
             "metrics": rows,
-            "verdict_lines": [dump_json(line) for line in lines],
             "spend": spend,
             "spend_to_date": spend_to_date,
         }
@@ -337,8 +328,34 @@ class MethodCohort:
             record["stopped"] = stopped
         self._timings[(generation, "measure")] = time.perf_counter() - start
         record["timings"] = self._timing_rows(generation)
-        self.store.write_record(generation, record)
+        self.store.write_record(generation, record, json_lines(lines))
         return stopped or self.ledger.budget_stop()
+
+    def _verdict_lines(self, generation: int, seed: int, methods: list, verdicts: list, valid, quality, good, batches, dialogue) -> list[dict]:
+        """One seed's lines of verdicts.jsonl: every slot, with its oracle quality."""
+        origins = dialogue[seed].provenance if seed in dialogue else batches[seed].provenance if seed in batches else None
+        method_key, arm, costly = self.env.method_key, self.arm, self._costly
+        lines = []
+        # plain Python values: numpy scalars cost microseconds apiece, for every line
+        for i, (m, v, ok, q, gd) in enumerate(zip(methods, verdicts, valid.tolist(), quality.tolist(), good.tolist())):
+            line = {
+                "arm": arm,
+                "seed": seed,
+                "generation": generation,
+                "index": i,
+                "method": m,
+                "key": method_key(m) if ok else "invalid",
+                "accept": v.accept,
+                "score": v.score,
+                "oracle_quality": q if ok and q == q else None,  # q != q: NaN
+                "good": gd,
+                "cost": {k: x for k, x in v.cost.__dict__.items() if x},
+                "rationale": v.rationale,
+            }
+            if v.accept is True and costly:
+                line["provenance"] = self.ledger.provenance(origins[i] if origins else None)
+            lines.append(line)
+        return lines
 
     def _oracle_truth(self, proposals: dict[int, list]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per seed: which slots hold a real method, their oracle quality (NaN where none, or
@@ -366,32 +383,35 @@ class MethodCohort:
         rows = []
         for s, (valid, quality, good) in zip(self.seeds, truth):
             vs = verdicts[s]
-            accept = np.array([v.accept is True for v in vs], dtype=bool) & valid
-            scored = np.array([v.accept is not None for v in vs], dtype=bool) & valid
+            # plain Python over the seed's few dozen slots: a numpy call costs more than the loop
+            ok = valid.tolist()
+            tp = fp = fn = tn = accepted = scored = 0
+            for v, is_valid, is_good in zip(vs, ok, good.tolist()):
+                if not is_valid or v.accept is None:
+                    continue
+                scored += 1
+                if v.accept is True:
+                    accepted += 1
+                    tp, fp = tp + is_good, fp + (not is_good)
+                else:
+                    fn, tn = fn + is_good, tn + (not is_good)
             judged = quality[valid]
-            finite = judged[np.isfinite(judged)]
-            spent = np.array([_COST_OF(v.cost) for v in vs], dtype=float).reshape(len(vs), len(COST_METRICS))
+            unevaluable = int(np.isnan(judged).sum())
+            mean, best = _mean_and_best(judged, unevaluable)
             out = {
                 # methods that could not be evaluated (quality NaN) are counted apart, not averaged
-                "quality_mean": float(np.nanmean(judged)) if finite.size else float("nan"),
-                "quality_best": float(np.nanmax(judged)) if finite.size else float("nan"),
-                "unevaluable": float(np.isnan(judged).sum()),  # e.g. code that failed in the sandbox
-                "accept_rate": float(accept.sum() / scored.sum()) if scored.any() else float("nan"),
-                "unscored": float((valid & ~scored).sum()),
+                "quality_mean": mean,
+                "quality_best": best,
+                "unevaluable": float(unevaluable),  # e.g. code that failed in the sandbox
+                "accept_rate": accepted / scored if scored else float("nan"),
+                "unscored": float(sum(ok) - scored),
             }
-            kept = [m for m, ok in zip(proposals[s], valid) if ok]
-            out.update(self.env.diversity(kept))
-            out.update(
-                {
-                    "tp": float((accept & good).sum()),
-                    "fp": float((accept & ~good & scored).sum()),
-                    "fn": float((~accept & good & scored).sum()),
-                    "tn": float((~accept & ~good & scored).sum()),
-                }
-            )
-            out.update({f"cost_{k}": float(x) for k, x in zip(COST_METRICS, spent[valid].sum(axis=0))})
+            out.update(self.env.diversity([m for m, keep in zip(proposals[s], ok) if keep]))
+            out.update({"tp": float(tp), "fp": float(fp), "fn": float(fn), "tn": float(tn)})
+            spent = [_COST_OF(v.cost) for v, keep in zip(vs, ok) if keep] or [(0,) * len(COST_METRICS)]
+            out.update({f"cost_{k}": float(sum(c)) for k, c in zip(COST_METRICS, zip(*spent))})
             if verifier_metrics is not None:
-                out.update(verifier_metrics([v for v, ok in zip(vs, valid) if ok]))
+                out.update(verifier_metrics([v for v, keep in zip(vs, ok) if keep]))
             rows += [(s, k, v) for k, v in out.items()]
             if self._async_propose:
                 rows += [(s, k, v) for k, v in self.ledger.researcher_metrics(batches[s], dialogue.get(s), valid).items()]

@@ -201,12 +201,17 @@ def format_validation_error(err: ValidationError, data: Any, source: str = "conf
 # ------------------------------------------------------------------ loading
 
 
+# libyaml's safe loader, where PyYAML was built with it: every arm's process reads the
+# run's config, and the pure-Python parser takes about 10 ms for it
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_SAFE_LOADER) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -16,12 +16,12 @@ good (fix the endpoint, then resume).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from ouro.store import ArmStore
 from ouro.types import Cost, ProposalBatch, Verdict
 
 BUDGET_STOP = "cost limit reached"
@@ -70,10 +70,9 @@ def researcher_metrics(proposed: ProposalBatch, revision: ProposalBatch, invalid
 
 
 def latest_spend(run_dir: Path, arm: str) -> dict | None:
-    records = sorted((Path(run_dir) / "arms" / arm).glob("gen-*.json"))
-    if not records:
-        return None
-    return json.loads(records[-1].read_text()).get("spend_to_date")
+    store = ArmStore(Path(run_dir), arm)
+    finished = store.finished_generations()
+    return store.read_record(finished[-1]).get("spend_to_date") if finished else None
 
 
 def run_spend_usd(run_dir: Path, arms: Iterable[str]) -> float:

@@ -27,7 +27,7 @@ from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
 from ouro.graph import DURABILITY, build_graph, sqlite_checkpointer, thread_config
 from ouro.ledger import budget_stop, resumable
-from ouro.store import RunDir, atomic_write_text
+from ouro.store import RunDir, atomic_write_text, sync_records
 
 
 @dataclass
@@ -90,6 +90,7 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
                 if snapshot.interrupts and step is None:  # a question is open
                     if answer is None:
                         raise RuntimeError(f"arm {arm} waits for a person's answers, and nobody is asked")
+                    sync_records()  # everything before the question is on disk while the person thinks
                     step = Command(resume=answer(snapshot.interrupts[0].value))
                 graph.invoke(step, cfg, durability=DURABILITY, stream_mode="updates")  # the state is read below
                 step = None
@@ -100,6 +101,7 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
     finally:
         if hasattr(cohort, "close"):
             cohort.close()
+        sync_records()
     return ArmOutcome(arm, int(final.get("generation", 0)), final.get("stopped"))
 
 

@@ -108,7 +108,7 @@ def test_record_every_thins_metrics_and_resume_replays_exactly(tmp_path):
         cohort = build_cohort(config, "self", out)
         for g in range(config.loop.generations):
             for stage in STAGES:
-                if out.joinpath("arms", "self", f"gen-{g:06d}.json").exists():
+                if out.joinpath("arms", "self", f"gen-{g:06d}.jsonl").exists():
                     break  # finished before the crash
                 if stop == (g, stage):
                     return
@@ -121,10 +121,10 @@ def test_record_every_thins_metrics_and_resume_replays_exactly(tmp_path):
     drive(crashed, (6, "curate"))  # dies after verify of generation 6
     drive(crashed, None)
     for g in range(11):
-        a = (whole / "arms" / "self" / f"gen-{g:06d}.json").read_text()
-        b = (crashed / "arms" / "self" / f"gen-{g:06d}.json").read_text()
+        a = (whole / "arms" / "self" / f"gen-{g:06d}.jsonl").read_text()
+        b = (crashed / "arms" / "self" / f"gen-{g:06d}.jsonl").read_text()
         assert a == b
-    recorded = [g for g in range(11) if '"state"' in (whole / "arms" / "self" / f"gen-{g:06d}.json").read_text()]
+    recorded = [g for g in range(11) if '"state"' in (whole / "arms" / "self" / f"gen-{g:06d}.jsonl").read_text()]
     assert recorded == [0, 4, 8, 10]
     shutil.rmtree(tmp_path)
 

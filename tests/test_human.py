@@ -310,7 +310,7 @@ def test_automatic_arms_finish_first_and_seeds_are_asked_in_order(tmp_path):
     def answer(payload: dict) -> dict:
         batch = Batch.model_validate(payload)
         for arm in ("none", "montecarlo"):
-            assert len(list((run / "arms" / arm).glob("gen-*.json"))) == cfg.loop.generations
+            assert len(list((run / "arms" / arm).glob("gen-*.jsonl"))) == cfg.loop.generations
         assert [e.source for e in batch.items[0].evidence] == ["montecarlo"]
         asked.append((batch.generation, batch.seed))
         return Reply(batch=batch.id, answers=[Answer(key=it.key, decision="accept") for it in batch.items]).model_dump()

@@ -93,7 +93,7 @@ def test_failed_calls_stop_the_arm_and_resume_continues_once_the_endpoint_answer
 
         resumed = ouro("resume", str(out), "--quiet")  # the server answers now
     assert resumed.returncode == 0, resumed.stderr
-    assert len(list((out / "arms" / "none").glob("gen-*.json"))) == 2
+    assert len(list((out / "arms" / "none").glob("gen-*.jsonl"))) == 2
     assert _metric_sums(out)[("none", "invalid")] == 2  # generation 1 was all valid
 
 

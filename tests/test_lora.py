@@ -26,6 +26,7 @@ from ouro.agents.lora import LocalLMResearcher, LoraTrainConfig, TinySpec, VLLMA
 from ouro.agents.lora.text import parse_completion, render_method  # noqa: E402
 from ouro.cli import app  # noqa: E402
 from ouro.config import validate  # noqa: E402
+from ouro.store import ArmStore  # noqa: E402
 from ouro.environments.estimators.methods import FAMILY_NAMES, parse_method  # noqa: E402
 
 PROMPT = "Method: "
@@ -89,7 +90,7 @@ def reference_run(tiny_base, tmp_path_factory) -> Path:
 
 
 def record(run: Path, generation: int) -> dict:
-    return json.loads((run / "arms" / ARM / f"gen-{generation:06d}.json").read_text())
+    return ArmStore(run, ARM).read_record(generation)
 
 
 # ---------------------------------------------------------------- the loop
@@ -153,7 +154,7 @@ def test_resume_reloads_the_adapter_of_the_last_finished_generation(tiny_base, r
     run = tmp_path / "run"
     first = CliRunner().invoke(app, ["run", str(cfg), "--out", str(run), "--quiet"])
     assert first.exit_code == 130, first.output
-    assert not (run / "arms" / ARM / "gen-000002.json").exists()
+    assert not (run / "arms" / ARM / "gen-000002.jsonl").exists()
     loaded.clear()
 
     second = CliRunner().invoke(app, ["resume", str(run), "--quiet"])

@@ -56,7 +56,7 @@ def test_ray_gives_the_local_backends_values(local_ray, study, reference, tmp_pa
 @pytest.mark.slow
 def test_a_failing_cell_is_retried_then_reported_with_its_reason(local_ray, study, tmp_path):
     plan = plan_sweep(study, ["loop.regime=replace"])
-    broken = cell_dir(tmp_path, plan.cells[0].slug) / "arms" / "none" / "gen-000000.json"
+    broken = cell_dir(tmp_path, plan.cells[0].slug) / "arms" / "none" / "gen-000000.jsonl"
     (broken / "in-the-way").mkdir(parents=True)
     result = run_sweep(plan, tmp_path, backend="ray", retries=1)
     assert result.finished == 1 and list(result.failures) == [plan.cells[0].slug]

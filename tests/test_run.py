@@ -73,7 +73,7 @@ def test_existing_run_directory_is_not_overwritten(reference_run):
 
 
 def _finished_records(run: Path) -> int:
-    return len(list((run / "arms").glob("*/gen-*.json"))) if (run / "arms").is_dir() else 0
+    return len(list((run / "arms").glob("*/gen-*.jsonl"))) if (run / "arms").is_dir() else 0
 
 
 @pytest.mark.parametrize("after_records", [1, 7])

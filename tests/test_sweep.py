@@ -176,7 +176,7 @@ def _finished(out: Path) -> dict[str, tuple]:
     for slug in SLUGS:
         path = cell_dir(out, slug)
         if (path / "summary.json").is_file():
-            files = sorted(path.glob("arms/*/gen-*.json")) + [path / "summary.json", path / "metrics.csv"]
+            files = sorted(path.glob("arms/*/gen-*.jsonl")) + [path / "summary.json", path / "metrics.csv"]
             done[slug] = tuple((f.name, f.stat().st_mtime_ns) for f in files)
     return done
 
@@ -225,7 +225,7 @@ def test_a_cell_whose_worker_dies_is_retried_and_finishes(study, reference, tmp_
     thread = threading.Thread(target=lambda: results.append(run_sweep(plan_sweep(study), out, observer=recorder)))
     thread.start()
     deadline = time.monotonic() + 240
-    while not list(out.glob("cells/*/arms/*/gen-000001.json")):
+    while not list(out.glob("cells/*/arms/*/gen-000001.jsonl")):
         assert time.monotonic() < deadline and thread.is_alive()
         time.sleep(0.02)
     victims = multiprocessing.active_children()
@@ -241,7 +241,7 @@ def test_a_cell_whose_worker_dies_is_retried_and_finishes(study, reference, tmp_
 @pytest.mark.slow
 def test_a_cell_that_keeps_failing_is_reported_and_the_rest_finish(study, tmp_path):
     plan = plan_sweep(study, ["loop.regime=replace"])
-    broken = cell_dir(tmp_path, plan.cells[0].slug) / "arms" / "none" / "gen-000000.json"
+    broken = cell_dir(tmp_path, plan.cells[0].slug) / "arms" / "none" / "gen-000000.jsonl"
     (broken / "in-the-way").mkdir(parents=True)  # a directory where the first record must go
     recorder = _Recorder()
     result = run_sweep(plan, tmp_path, workers=2, retries=1, observer=recorder)
