@@ -36,6 +36,7 @@ from pathlib import Path
 from ouro.agents.statistical import StatisticalResearcher
 from ouro.config import load_config
 from ouro.environments.estimators import EstimatorsEnvironment
+from ouro.graph import DURABILITY, build_graph, sqlite_checkpointer, thread_config
 from ouro.runner import prepare_run_dir, run_arm
 from ouro.store import RunDir
 from ouro.verifiers import model, montecarlo, none, oracle
@@ -114,6 +115,34 @@ def calibrate(calls: int = 200_000) -> dict:
     return best
 
 
+class NoOpCohort:
+    """The five stages doing nothing: what the graph engine costs on its own."""
+
+    arm = "noop"
+
+    def propose(self, generation: int) -> None: ...
+
+    def verify(self, generation: int) -> None: ...
+
+    def curate(self, generation: int) -> None: ...
+
+    def learn(self, generation: int) -> None: ...
+
+    def measure(self, generation: int) -> None: ...
+
+
+def graph_floor(config) -> float:
+    """Seconds the LangGraph graph takes for the run's arms and generations with no-op
+    nodes, checkpointed as the runner checkpoints it: the part of the overhead that is
+    the graph engine's own, whatever the stages do."""
+    with tempfile.TemporaryDirectory() as tmp, sqlite_checkpointer(Path(tmp) / "c.sqlite") as saver:
+        start = time.perf_counter()
+        for arm in config.arms:
+            graph = build_graph(NoOpCohort(), config.loop.generations, saver)
+            graph.invoke({"generation": 0, "stopped": None}, thread_config(arm.name, config.loop.generations), durability=DURABILITY)
+        return time.perf_counter() - start
+
+
 def run_config(config) -> tuple[float, float]:
     """Wall and CPU seconds of the whole run: every arm in this process, then assembly."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +186,7 @@ def main() -> None:
     config = load_config()
     config.environment.build().warm_up()  # the oracle's one-off table build is not loop overhead
     plain = sorted(run_config(config)[0] for _ in range(args.repeat))
+    floor = sorted(graph_floor(config) for _ in range(args.repeat))[args.repeat // 2]
     instrument()
     clock = calibrate()
     runs = [measure_once(config, clock) for _ in range(args.repeat)]
@@ -166,6 +196,8 @@ def main() -> None:
         "generations": len(config.arms) * config.loop.generations,
         **median,
         "uninstrumented_total_seconds": round(plain[len(plain) // 2], 3),
+        "graph_floor_seconds": round(floor, 3),
+        "graph_floor_share": round(floor / median["total_seconds"], 4),
         "clock_us_per_call": round(clock["seconds"] * 1e6, 3),
         "overhead_shares": [r["overhead_share"] for r in runs],
         "cpu_overhead_shares": [r["cpu_overhead_share"] for r in runs],
