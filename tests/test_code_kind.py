@@ -19,6 +19,7 @@ from ouro.sandbox import check_source, run_methods
 from ouro.types import InvalidProposal
 from ouro.verifiers import JudgeContext
 from ouro.verifiers.montecarlo import MonteCarloVerifierConfig
+from ouro.verifiers.oracle import OracleVerifierConfig
 
 from .conftest import ouro
 from .providers.fake_servers import FakeOpenAI
@@ -167,6 +168,10 @@ def test_scripted_model_writes_code_that_runs_and_a_told_bug_is_rejected_with_it
     verdicts = asyncio.run(MonteCarloVerifierConfig(replications=60).build(env).judge(broken.methods, ctx))
     assert [v.accept for v in verdicts] == [False, False]
     assert all("wrong shape (50,) for 60 rows" in v.rationale for v in verdicts)
+    # the oracle says why too: the sandbox's reason, from its own (larger) data sets
+    verdicts = asyncio.run(OracleVerifierConfig().build(env).judge(broken.methods, ctx))
+    assert [v.accept for v in verdicts] == [False, False]
+    assert all(v.rationale.startswith("could not be evaluated: ") and "wrong shape (50,)" in v.rationale for v in verdicts)
 
 
 # ------------------------------------------------------------------ a whole run
@@ -186,7 +191,8 @@ def test_scripted_code_config_runs_end_to_end(tmp_path: Path):
     assert accepted and all(v["oracle_quality"] is not None and np.isfinite(v["oracle_quality"]) for v in accepted)
     broken = [v for v in by_arm["montecarlo"] if v["method"]["source"] == BROKEN_SOURCE]
     assert broken and all(v["accept"] is False and "wrong shape (50,)" in v["rationale"] for v in broken)
-    assert all(v["accept"] is False for v in by_arm["oracle"] if v["method"]["source"] == BROKEN_SOURCE)
+    broken = [v for v in by_arm["oracle"] if v["method"]["source"] == BROKEN_SOURCE]
+    assert broken and all(v["accept"] is False and "wrong shape (50,)" in v["rationale"] for v in broken)
     unverified = [v for v in by_arm["none"] if v["method"]["source"] == BROKEN_SOURCE]
     assert unverified and all(v["accept"] is True and v["oracle_quality"] is None for v in unverified)
 

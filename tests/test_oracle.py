@@ -92,7 +92,7 @@ def test_spline_matches_direct_evaluation(family, c):
     """Interpolated M-estimator MSE equals the MSE computed directly on the same data (0.2%)."""
     part = EstimatorsConfig().build()._oracle.parts[0]
     m = FAMILIES[family].cls(c=c)
-    direct, _ = part._mse([m])
+    direct, _, _ = part._mse([m])
     assert part.mse([m])[0] == pytest.approx(direct[0], rel=2e-3)
 
 

@@ -39,11 +39,14 @@ class OracleVerifier:
             best = float(np.max(env.oracle(list(context.pool))))
             if best > threshold:
                 threshold, name = best, "the incumbent"
+        failed = np.isnan(quality)
+        explain = getattr(env, "oracle_failures", None)  # environments whose methods can fail to run (code)
+        why = iter(explain([m for m, f in zip(proposals, failed) if f]) if explain and failed.any() else ())
         return [
-            Verdict(accept=False, rationale="could not be evaluated (see the Monte Carlo evidence)")
-            if np.isnan(q)
+            Verdict(accept=False, rationale=f"could not be evaluated: {next(why, None) or 'the oracle gave no quality'}")
+            if f
             else Verdict(accept=bool(q > threshold), score=float(q), rationale=f"true quality {q:.3f} vs {name} {threshold:.3f}")
-            for q in quality
+            for q, f in zip(quality.tolist(), failed.tolist())
         ]
 
     @property

@@ -121,6 +121,10 @@ class EstimatorsEnvironment:
     def oracle(self, methods: list[_Method]) -> np.ndarray:
         return self._oracle.quality(methods)
 
+    def oracle_failures(self, methods: list[_Method]) -> list[str | None]:
+        """Why the oracle gave a method no quality (NaN): code that failed in the sandbox."""
+        return self._oracle.failures(methods)
+
     def is_good(self, quality: np.ndarray) -> np.ndarray:
         """Good means better than the textbook baseline, the sample mean (a method that
         cannot be evaluated, quality NaN, is not good)."""

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from .dgp import _DGP, simulate_samples
-from .methods import FAMILIES, _Method, evaluate, param_of
+from .methods import FAMILIES, _Method, evaluate_with_errors, param_of
 
 ORACLE_VERSION = 2
 ORACLE_REPLICATIONS = 40_000
@@ -49,6 +49,7 @@ class ProcessOracle:
         key = json.dumps([ORACLE_VERSION, dgp.model_dump(), n, replications], sort_keys=True)
         self._path = cache_dir() / "oracle" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
         self._table: dict[str, float] = {}
+        self._errors: dict[str, str] = {}  # why a code method has no MSE (NaN in the table)
         self._splines: dict[str, CubicSpline] = {}
         self._data: tuple[np.ndarray, np.ndarray] | None = None
         self._load()
@@ -60,14 +61,18 @@ class ProcessOracle:
             self._data = simulate_samples(self.dgp, rng, self.replications, self.n, spread=100.0)
         return self._data
 
-    def _mse(self, methods: list[_Method]) -> tuple[np.ndarray, np.ndarray]:
-        """MSE and its standard error, computed in chunks to bound memory."""
+    def _mse(self, methods: list[_Method]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """MSE, its standard error, and why a method could not be evaluated (code that
+        failed in the sandbox), computed in chunks to bound memory."""
         centres, x = self._samples()
         sq = np.empty((len(methods), self.replications))
+        errors: list[str | None] = [None] * len(methods)
         for start in range(0, self.replications, _CHUNK):
             sl = slice(start, start + _CHUNK)
-            sq[:, sl] = (evaluate(methods, x[sl]) - centres[None, sl]) ** 2
-        return sq.mean(1), sq.std(1, ddof=1) / np.sqrt(self.replications)
+            values, chunk_errors = evaluate_with_errors(methods, x[sl])
+            sq[:, sl] = (values - centres[None, sl]) ** 2
+            errors = [e or new for e, new in zip(errors, chunk_errors)]
+        return sq.mean(1), sq.std(1, ddof=1) / np.sqrt(self.replications), errors
 
     def _load(self) -> None:
         try:
@@ -75,12 +80,13 @@ class ProcessOracle:
         except (OSError, ValueError):
             return
         self._table = {k: float(v) for k, v in raw.get("table", {}).items()}
+        self._errors = dict(raw.get("errors", {}))
 
     def _save(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"dgp": self.dgp.model_dump(), "n": self.n, "table": self._table}))
+            tmp.write_text(json.dumps({"dgp": self.dgp.model_dump(), "n": self.n, "table": self._table, "errors": self._errors}))
             os.replace(tmp, self._path)
         except OSError:
             pass  # a read-only cache only costs time: the table is rebuilt next run
@@ -99,8 +105,9 @@ class ProcessOracle:
         missing = {k: m for k, m in keys_methods.items() if k not in self._table}
         if not missing:
             return
-        mse, _ = self._mse(list(missing.values()))
+        mse, _, errors = self._mse(list(missing.values()))
         self._table.update({k: float(v) for k, v in zip(missing, mse)})
+        self._errors.update({k: e for k, e in zip(missing, errors) if e})
         self._save()
 
     def _spline(self, family: str) -> CubicSpline:
@@ -127,13 +134,23 @@ class ProcessOracle:
                 out[i] = self._table[self._entry_key(m)]
         return out
 
+    def failure(self, method: _Method) -> str | None:
+        """Why ``method`` has no MSE (a code method that failed in the sandbox), or None."""
+        if method.family != "code":
+            return None
+        key = self._entry_key(method)
+        if np.isnan(self._table.get(key, 0.0)) and key not in self._errors:
+            del self._table[key]  # a failure cached without its reason: run it once more to learn why
+        self._fill({key: method})
+        return self._errors.get(key) or ("could not be evaluated" if np.isnan(self._table[key]) else None)
+
     @property
     def mean_mse(self) -> float:
         return float(self.mse([FAMILIES["mean"].cls()])[0])
 
     def relative_se(self, methods: list[_Method]) -> np.ndarray:
         """Relative standard error of the MSE estimate (a check of the oracle's precision)."""
-        mse, se = self._mse(methods)
+        mse, se, _ = self._mse(methods)
         return se / mse
 
 
@@ -161,3 +178,7 @@ class Oracle:
 
     def quality(self, methods: list[_Method]) -> np.ndarray:
         return np.exp(self.log_efficiency(methods))
+
+    def failures(self, methods: list[_Method]) -> list[str | None]:
+        """Per method, why the oracle could not evaluate it (its quality is NaN), or None."""
+        return [next((r for r in (p.failure(m) for p in self.parts) if r), None) for m in methods]
