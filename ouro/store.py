@@ -99,7 +99,10 @@ _pending: list[Future] = []
 
 def _fsync_path(path: Path) -> None:
     for target in (path, path.parent):
-        fd = os.open(target, os.O_RDONLY)
+        try:
+            fd = os.open(target, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # moved or removed since (a sweep shipping a cell back): nothing left to sync
         try:
             os.fsync(fd)
         finally:
