@@ -188,7 +188,7 @@ async def overhead(calls: int) -> dict:
             for _ in range(calls):
                 await timed_batch(provider, 1)
             provider_wall, provider_cpu = time.perf_counter() - wall, time.process_time() - cpu
-            sdk = provider._client()
+            sdk = provider._client().sdk_client
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await sdk.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=16)

@@ -80,7 +80,7 @@ class ProviderConfig(BaseModel):
 
     provider: str
     model: str
-    temperature: float | None = 0.7
+    temperature: float | None = Field(0.7, allow_inf_nan=False)  # NaN is not JSON: refused here, not by the server
     max_tokens: int = Field(1024, gt=0)
     timeout_s: float = Field(60.0, gt=0, description="limit for one HTTP attempt")
     max_attempts: int = Field(5, ge=1, description="HTTP attempts per request, first included")

@@ -129,3 +129,10 @@ def test_aiohttp_asked_of_an_sdk_without_it_fails_at_construction() -> None:
         check_transport(old_sdk, "aiohttp")
     check_transport(old_sdk, "auto")  # auto falls back to httpx
     check_transport(old_sdk, "httpx")
+
+
+@pytest.mark.parametrize("provider", ["openai", "vllm", "anthropic"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_temperature_that_is_not_json_is_refused_in_the_config(provider: str, value: float) -> None:
+    with pytest.raises(ValidationError, match="finite number"):
+        provider_config({"provider": provider, "model": "m", "temperature": value})
