@@ -369,7 +369,7 @@ class Provider(abc.ABC):
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.max_attempts) | stop_any(out_of_budget),
             wait=self._wait,
-            retry=retry_if_exception(lambda e: self._classify(e) != "fatal"),
+            retry=retry_if_exception(self._retryable),
             reraise=True,
         )
         try:
@@ -384,6 +384,12 @@ class Provider(abc.ABC):
                 raise  # a bug in our code must not pass for an unscored verdict
             return self._give_up(exc, attempts.count, overrun)
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Worth another attempt: an exception not classified fatal. A cancellation (or an
+        interrupt) is a ``BaseException``, never retried: it must reach the caller, even
+        from a provider that calls every unknown exception transient."""
+        return isinstance(exc, Exception) and self._classify(exc) != "fatal"
 
     def _is_api_error(self, exc: BaseException) -> bool:
         return isinstance(exc, (asyncio.TimeoutError, MalformedResponse, *self.api_errors))

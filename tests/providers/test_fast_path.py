@@ -198,3 +198,24 @@ def test_the_reference_cases_mean_what_they_say() -> None:
     assert "after 1 attempts: a further wait" in run_steps(*STEPS["budget spent at once"])["error"]
     late = run_steps(*STEPS["budget spent later"])
     assert "would pass the 0.25s budget" in late["error"] and late["calls_made"] > 1
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "tenacity-only"])
+@pytest.mark.parametrize("failures_first", [0, 1])
+def test_a_cancelled_request_is_not_retried(fast: bool, failures_first: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelling a call mid-attempt cancels it, on the first attempt or a later one,
+    although this provider calls every exception it does not know transient."""
+    monkeypatch.setattr(Provider, "first_attempt_outside_tenacity", fast)
+    config = ProviderConfig(provider="stepper", model="m", backoff_initial_s=0.0, backoff_max_s=0.0, timeout_s=5.0)
+    provider = Stepper(config, [ApiError("transient")] * failures_first + ["slow"])
+
+    async def cancel_mid_attempt() -> None:
+        task = asyncio.create_task(provider.structured(MESSAGES, Method))
+        while provider.attempts <= failures_first:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_mid_attempt())
+    assert provider.attempts == failures_first + 1
