@@ -31,16 +31,17 @@ each "before" and "now" pair ran in alternation, in the same hours:
 
 Where the 0.27 ms went: tenacity's loop, built for every request, cost its strategies
 and about 40 objects in reference cycles a call, so the cyclic collector ran a full pass
-of about 100 ms every 2.5 s at 64 in flight; the first attempt is now made directly,
-and a steady run has no full pass at all, only one about a second after the client
-starts, while the SDK stack's caches fill (every 2.5 s window at 64 caught it here:
-hence the longer window's higher figure). ``asyncio.timeout``
-instead of ``wait_for`` saves a task per attempt, and the SDK's request options are built
-once per client instead of once per call (:class:`ouro.agents.providers._http.Endpoint`).
-Of the 1.0 ms left, about 0.8 ms is the SDK and its transport (building the request,
-httpx2's objects, aiohttp), 0.1 ms the provider (retry bookkeeping, timeout, reading and
-validating the reply, the ledger) and the rest the event loop; the bare SDK's
-``chat.completions.create`` costs 1.7 ms CPU a call sequentially, the provider 0.98.
+of about 100 ms every 2.5 s at 64 in flight; the first attempt is now made directly, and
+a steady run has no full pass at all, only one about a second after the client starts,
+as the objects of the calls in flight (about 6,600 at 64) are first promoted (every
+2.5-second window at 64 caught it here: hence the longer window's higher figure).
+``asyncio.timeout`` instead of ``wait_for`` saves a task per attempt, and the SDK's
+request options are built once per client instead of once per call
+(:class:`ouro.agents.providers._http.Endpoint`). Of the 1.0 ms left, about 0.8 ms is the
+SDK and its transport (building the request, httpx2's objects, aiohttp), 0.1 ms the
+provider (retry bookkeeping, timeout, reading and validating the reply, the ledger) and
+the rest the event loop; the bare SDK's ``chat.completions.create`` costs 1.7 ms CPU a
+call sequentially, the provider 0.98.
 
 Not 0.9 at 64 in one process with the default 2.5 s window (0.83-0.89): the loop needs
 about 60% of a core at 576 calls a second, and the machine's other work leaves it less
