@@ -213,7 +213,9 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def _make_client(self) -> Any:
-        """A fresh SDK client for the running event loop, with SDK retries off."""
+        """A fresh client for the running event loop, with SDK retries off: what ``_call``
+        sends through (an SDK client, or an :class:`~._http.Endpoint` of one), closed
+        with ``await client.close()``."""
 
     @abc.abstractmethod
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:

@@ -11,7 +11,7 @@ without model agents (and each of its worker processes) should not pay.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -27,9 +27,6 @@ from .base import (
     classify_status,
     json_schema_of,
 )
-
-if TYPE_CHECKING:
-    import openai
 
 
 class OpenAIConfig(ProviderConfig):
