@@ -91,13 +91,15 @@ class Endpoint:
     the mapping of HTTP errors to the SDK's exceptions all stay the SDK's.
 
     ``FinalRequestOptions`` lives in the SDKs' ``_models`` module (both SDKs are
-    generated from the same template); the wire tests pin what goes out.
+    generated from the same template): a release without it, or whose options cannot
+    carry a body of bytes, is refused when a provider is built (:func:`check_endpoint`),
+    and the wire tests pin what goes out against ``client.post``.
     """
 
     def __init__(self, sdk: ModuleType, sdk_client: Any, path: str) -> None:
         self.sdk_client = sdk_client
         """The SDK client itself, for anything else (``models.list()``, ``close()``)."""
-        options = importlib.import_module(f"{sdk.__name__}._models").FinalRequestOptions
+        options = _request_options(sdk)
         url = str(sdk_client.base_url).rstrip("/") + "/" + path.lstrip("/")
         self._options = options.construct(method="post", url=url)
         self._response_type = http_library(sdk.DefaultAsyncHttpxClient).Response
@@ -109,3 +111,23 @@ class Endpoint:
 
     async def close(self) -> None:
         await self.sdk_client.close()
+
+
+def check_endpoint(sdk: ModuleType) -> None:
+    """Raise at construction, not at the first request, when the SDK release cannot take
+    a prepared body (a release whose request options have no ``content``)."""
+    _request_options(sdk)
+
+
+def _request_options(sdk: ModuleType) -> Any:
+    """The SDK's ``FinalRequestOptions`` class, when it can carry a body of bytes."""
+    try:
+        options = importlib.import_module(f"{sdk.__name__}._models").FinalRequestOptions
+    except (ImportError, AttributeError):
+        options = None
+    if options is None or "content" not in getattr(options, "model_fields", {}):
+        raise ProviderConfigError(
+            f"this release of {sdk.__name__} cannot send a prepared request body: "
+            f"pip install --upgrade '{sdk.__name__}[aiohttp]'"
+        )
+    return options
