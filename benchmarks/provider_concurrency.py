@@ -11,19 +11,46 @@ The server runs in a process of its own (``http.server`` threads, Nagle off); it
 per call is read from ``/proc`` and reported, to show it is not the bottleneck. The
 client is one asyncio loop, as in one arm of an experiment; ``--processes N`` splits each
 level's calls in flight over N client processes, as a run's arms are split over its
-``workers``. Measured on the 2-core machine this was written on, shared with other work
-(1-minute load average 2.6-4.2 during the runs; medians of three, two for --processes):
+``workers``. ``client_full_gc_passes`` counts the garbage collector's full passes in the
+client during a level's window: each stalls the loop for 50-100 ms with every call in
+flight waiting.
 
-    client                                ratio at 1 / 8 / 64    client CPU ms/call at 64
-    httpx2, SDK response objects (before) 0.95 / 0.89 / 0.38     3.8
-    aiohttp, raw reply read (now)         0.95 / 0.90 / 0.57     1.8
-    now, --processes 2                    0.95 / 0.91 / 0.63     2.8 (both processes)
+Measured on the 2-core machine this was written on, shared with another engineer's work
+(medians; 1-minute load average in brackets). The first row is from an earlier round;
+each "before" and "now" pair ran in alternation, in the same hours:
 
-Not 0.9 at 64: one call costs about 1.8 ms of client CPU through the SDK (the SDK's
-request building and httpx2's request/response objects; the provider's own share is
-about 0.15 ms), so one loop on a free core tops out near 550 calls/s, short of 640; the
-fake server needs about 0.5 ms a call on top. ``cpu_bound_ceiling_calls_per_s`` says
-where the ceiling lies on the machine at hand.
+    client                                      ratio at 1 / 8 / 64    client CPU ms/call at 64
+    httpx2, SDK response objects (earlier)      0.95 / 0.89 / 0.38     3.8   (load 2.6-4.2)
+    aiohttp, raw reply read (before)            0.97 / 0.96 / 0.85     1.29  (5 runs, load 1.1-1.3)
+    first attempt outside tenacity, request
+      options built once (now)                  0.97 / 0.96 / 0.87     1.02  (5 runs, same hours)
+    before, --processes 2                       0.97 / 0.96 / 0.91     1.35  (3 runs, load 0.7-1.2)
+    now, --processes 2                          0.98 / 0.97 / 0.94     1.02  (3 runs, same hours)
+    before, --seconds 10                        0.97 / 0.97 / 0.85     1.24  (2 runs, load 0.8-1.9)
+    now, --seconds 10                           0.98 / 0.97 / 0.93     0.97  (2 runs, load 1.1-2.3)
+
+Where the 0.27 ms went: tenacity's loop, built for every request, cost its strategies
+and about 40 objects in reference cycles a call, so the cyclic collector ran a full pass
+of about 100 ms every 2.5 s at 64 in flight; the first attempt is now made directly, and
+a steady run has no full pass at all, only one about a second after the client starts,
+as the objects of the calls in flight (about 6,600 at 64) are first promoted (every
+2.5-second window at 64 caught it here: hence the longer window's higher figure).
+``asyncio.timeout`` instead of ``wait_for`` saves a task per attempt, and the SDK's
+request options are built once per client instead of once per call
+(:class:`ouro.agents.providers._http.Endpoint`). Of the 1.0 ms left, about 0.8 ms is the
+SDK and its transport (building the request, httpx2's objects, aiohttp), 0.1 ms the
+provider (retry bookkeeping, timeout, reading and validating the reply, the ledger) and
+the rest the event loop; the bare SDK's ``chat.completions.create`` costs 1.7 ms CPU a
+call sequentially, the provider 0.98.
+
+Not 0.9 at 64 in one process with the default 2.5 s window (0.83-0.89): the loop needs
+about 60% of a core at 576 calls a second, and the machine's other work leaves it less
+than that at times; two client processes, or a longer window, do reach it. The server
+is not what holds it back: a bare aiohttp client against it reaches 0.95, and two
+cheaper servers tried (asyncio, and raw sockets with a thread per connection: 0.13-0.24
+ms CPU a call against 0.30-0.39) gave no higher ratio. uvloop made no measurable difference.
+``cpu_bound_ceiling_calls_per_s`` says where the client's ceiling lies on the machine at
+hand.
 
     python benchmarks/provider_concurrency.py --json [--processes 2]
 """
@@ -33,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -111,10 +139,12 @@ async def timed_batch(provider: OpenAIProvider, calls: int) -> float:
     return elapsed
 
 
-async def client(url: str, concurrency: int, seconds: float, start_at: float) -> tuple[int, float, float]:
+async def client(url: str, concurrency: int, seconds: float, start_at: float) -> tuple[int, float, float, int]:
     """One client process's share of a level: ``concurrency`` workers call back to back
     from the wall-clock time ``start_at`` for ``seconds``, so exactly that many calls
-    are in flight however fast they go. Returns calls, wall seconds, CPU seconds."""
+    are in flight however fast they go. Returns calls, wall seconds, CPU seconds, and
+    the garbage collector's full passes during the window (each stalls the event loop
+    for tens of milliseconds with every call in flight waiting)."""
     async with make(url, concurrency) as provider:
         await timed_batch(provider, concurrency)  # open the connections first
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -129,12 +159,13 @@ async def client(url: str, concurrency: int, seconds: float, start_at: float) ->
                 done += 1
             return done
 
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, full_gcs = time.perf_counter(), time.process_time(), gc.get_stats()[2]["collections"]
         calls = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
-        return calls, time.perf_counter() - started, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return calls, wall, cpu, gc.get_stats()[2]["collections"] - full_gcs
 
 
-def client_process(args: tuple[str, int, float, float]) -> tuple[int, float, float]:
+def client_process(args: tuple[str, int, float, float]) -> tuple[int, float, float, int]:
     os.environ.setdefault(KEY_ENV, "sk-bench")
     return asyncio.run(client(*args))
 
@@ -173,6 +204,7 @@ async def level(concurrency: int, seconds: float, processes: int = 1) -> dict:
         "client_cpu_ms_per_call": round(1e3 * cpu / calls, 3),
         "cpu_bound_ceiling_calls_per_s": round(len(shares) * calls / cpu, 1),
         "server_cpu_ms_per_call": None if after is None else round(1e3 * (after - server_cpu) / calls, 3),
+        "client_full_gc_passes": sum(o[3] for o in outcomes),
         "max_in_flight_seen_by_server": observed,
     }
 
@@ -188,7 +220,7 @@ async def overhead(calls: int) -> dict:
             for _ in range(calls):
                 await timed_batch(provider, 1)
             provider_wall, provider_cpu = time.perf_counter() - wall, time.process_time() - cpu
-            sdk = provider._client()
+            sdk = provider._client().sdk_client
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await sdk.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=16)

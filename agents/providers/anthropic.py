@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
-if TYPE_CHECKING:
-    import anthropic
-
-from ._http import Transport, check_transport, sdk_http_client
+from ._http import Endpoint, Transport, check_endpoint, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -40,7 +37,7 @@ class AnthropicConfig(ProviderConfig):
     """
 
     provider: Literal["anthropic"] = "anthropic"
-    temperature: float | None = None
+    temperature: float | None = Field(None, allow_inf_nan=False)
     base_url: str | None = None
     api_key_env: str = "ANTHROPIC_API_KEY"
     transport: Transport = "auto"
@@ -67,12 +64,14 @@ class AnthropicProvider(Provider):
         import anthropic
 
         check_transport(anthropic, config.transport)
+        check_endpoint(anthropic)
         self.api_errors = (anthropic.AnthropicError,)
 
-    def _make_client(self) -> "anthropic.AsyncAnthropic":
+    def _make_client(self) -> Endpoint:
+        """The messages endpoint of a fresh ``anthropic.AsyncAnthropic`` client."""
         import anthropic
 
-        return anthropic.AsyncAnthropic(
+        client = anthropic.AsyncAnthropic(
             api_key=self._api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout_s,
@@ -81,30 +80,34 @@ class AnthropicProvider(Provider):
                 anthropic, self.config.transport, self.config.concurrency, self.config.timeout_s
             ),
         )
+        return Endpoint(anthropic, client, "/v1/messages")
 
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
+        """One message.
+
+        Posted through the SDK client as a raw request (:class:`~._http.Endpoint`), and the
+        reply read with :class:`_Message`, rather than with ``messages.create``: measured
+        here on sequential calls, a call cost about 1.5 ms of client CPU through ``create``
+        and 0.9 ms this way; ``create`` builds the full ``Message`` from the reply (a call
+        reads three of its fields) and a request body of every parameter it knows.
+        What ``create`` does besides, and this does not: it warns about deprecated models,
+        derives a timeout from ``max_tokens`` when the client's timeout is the SDK's
+        default (a provider always sets ``timeout_s``), and names its tracing span.
+        """
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
-        fields: dict[str, Any] = {}
+        body: dict[str, Any] = {"max_tokens": self.config.max_tokens, "messages": turns, "model": self.request_model}
         if system:
-            fields["system"] = system
+            body["system"] = system
         if schema is not None:
             name, json_schema = json_schema_of(schema)
             description = (schema.__doc__ or "").strip() or "Give the answer as this tool's input."
-            fields["tools"] = [{"name": name, "description": description, "input_schema": json_schema}]
-            fields["tool_choice"] = {"type": "tool", "name": name}
+            body["tool_choice"] = {"type": "tool", "name": name}
+            body["tools"] = [{"name": name, "description": description, "input_schema": json_schema}]
         if self.config.temperature is not None:
-            fields["extra_body"] = {"temperature": self.config.temperature}
-        response = await self._client().messages.create(
-            model=self.request_model,
-            max_tokens=self.config.max_tokens,
-            messages=turns,
-            **fields,
-        )
-        if not isinstance(getattr(response, "content", None), list):
-            # the SDK hands back the text of a 2xx reply that is not JSON (a proxy's page)
-            raise MalformedResponse(f"not a message: {str(response)[:200]!r}")
-        return RawReply(text=_reply_text(response.content, schema is not None), **_usage(response.usage))
+            body["temperature"] = self.config.temperature
+        response = await self._client().post(body)
+        return _reply(response.content, want_tool=schema is not None)
 
     def classify(self, exc: BaseException) -> Failure:
         import anthropic
@@ -116,7 +119,37 @@ class AnthropicProvider(Provider):
         return "fatal"
 
 
-def _reply_text(blocks: list[Any], want_tool: bool) -> str:
+class _Block(BaseModel):
+    type: str
+    text: str = ""
+    input: Any = None  # a tool_use block's object
+
+
+class _Usage(BaseModel):
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    cache_creation_input_tokens: int | None = 0
+    cache_read_input_tokens: int | None = 0
+
+
+class _Message(BaseModel):
+    """The fields of a message that a call uses; the rest is ignored."""
+
+    content: list[_Block]
+    usage: _Usage | None = None
+
+
+def _reply(content: bytes, want_tool: bool) -> RawReply:
+    """The reply text and token counts of a 2xx body; a body that is not a message (a
+    proxy's page) is a :class:`MalformedResponse`."""
+    try:
+        message = _Message.model_validate_json(content)
+    except ValidationError as exc:
+        raise MalformedResponse(f"not a message: {content[:200]!r}") from exc
+    return RawReply(text=_reply_text(message.content, want_tool), **_usage(message.usage))
+
+
+def _reply_text(blocks: list[_Block], want_tool: bool) -> str:
     """The tool input as JSON when a tool was forced, else the text blocks joined.
 
     A forced tool that did not come back yields the text instead, which then fails
@@ -129,13 +162,9 @@ def _reply_text(blocks: list[Any], want_tool: bool) -> str:
     return "".join(block.text for block in blocks if block.type == "text")
 
 
-def _usage(usage: Any) -> dict[str, int]:
+def _usage(usage: _Usage | None) -> dict[str, int]:
     """Input tokens include cache writes and reads: they were all sent."""
     if usage is None:
         return {"tokens_in": 0, "tokens_out": 0}
-    tokens_in = (
-        (usage.input_tokens or 0)
-        + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
-        + (getattr(usage, "cache_read_input_tokens", 0) or 0)
-    )
+    tokens_in = (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
     return {"tokens_in": tokens_in, "tokens_out": usage.output_tokens or 0}

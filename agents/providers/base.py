@@ -23,9 +23,10 @@ import abc
 import asyncio
 import functools
 import re
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Awaitable, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import (
@@ -79,7 +80,7 @@ class ProviderConfig(BaseModel):
 
     provider: str
     model: str
-    temperature: float | None = 0.7
+    temperature: float | None = Field(0.7, allow_inf_nan=False)  # NaN is not JSON: refused here, not by the server
     max_tokens: int = Field(1024, gt=0)
     timeout_s: float = Field(60.0, gt=0, description="limit for one HTTP attempt")
     max_attempts: int = Field(5, ge=1, description="HTTP attempts per request, first included")
@@ -156,6 +157,19 @@ class _Tally:
         )
 
 
+class _Attempts:
+    """What one request's attempts have used so far, for the ``max_total_s`` budget and
+    the final reason: when it started, how long it waited for a concurrency slot (which
+    the budget does not count), and how many attempts it made."""
+
+    __slots__ = ("started", "queued", "count")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.queued = 0.0
+        self.count = 0
+
+
 @dataclass
 class _LoopState:
     """Objects bound to one event loop: the concurrency gate and the SDK client.
@@ -178,15 +192,30 @@ class Provider(abc.ABC):
     api_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """Exceptions of the SDK that mean "the API failed"; others are bugs and propagate."""
 
+    first_attempt_outside_tenacity: ClassVar[bool] = True
+    """Make a request's first attempt directly, and hand it to tenacity only if it fails.
+
+    Most requests succeed at once, and a tenacity loop costs more than the attempt's own
+    bookkeeping: building the retry strategies, and reference cycles (tenacity's state
+    points back at itself) that leave about 40 objects a call for the cyclic garbage
+    collector, whose passes then stall the event loop. A failed first attempt is
+    replayed into tenacity as its first outcome, so every decision after it (retry or
+    not, wait, stop, the budget) is tenacity's, exactly as when tenacity made the
+    attempt. ``False`` sends every attempt through tenacity: the reference the tests
+    compare this path with."""
+
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._loops: dict[int, _LoopState] = {}
+        self._current: _LoopState | None = None  # the last loop's state: one check a call
 
     # ----- what a subclass provides ---------------------------------------------------
 
     @abc.abstractmethod
     def _make_client(self) -> Any:
-        """A fresh SDK client for the running event loop, with SDK retries off."""
+        """A fresh client for the running event loop, with SDK retries off: what ``_call``
+        sends through (an SDK client, or an :class:`~._http.Endpoint` of one), closed
+        with ``await client.close()``."""
 
     @abc.abstractmethod
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
@@ -243,6 +272,8 @@ class Provider(abc.ABC):
         open is dropped when its loop closes, and its sockets wait for the collector.
         """
         state = self._loops.pop(id(asyncio.get_running_loop()), None)
+        if state is self._current:
+            self._current = None
         if state is not None:
             await state.client.close()
 
@@ -256,12 +287,16 @@ class Provider(abc.ABC):
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        state = self._current
+        if state is not None and state.loop is loop:
+            return state
         for key in [k for k, s in self._loops.items() if s.loop.is_closed()]:
             del self._loops[key]
         state = self._loops.get(id(loop))
         if state is None or state.loop is not loop:
             state = _LoopState(loop, asyncio.Semaphore(self.config.concurrency), self._make_client())
             self._loops[id(loop)] = state
+        self._current = state
         return state
 
     def _client(self) -> Any:
@@ -277,17 +312,54 @@ class Provider(abc.ABC):
     ) -> RawReply | str:
         """One request with its transport retries: the reply, or the reason it failed.
 
+        The first attempt is made outside tenacity (see ``first_attempt_outside_tenacity``);
+        when it fails, :meth:`_retry` takes over with that failure as its first outcome.
+        """
+        attempts = _Attempts()
+        failure: Exception | None = None
+        if self.first_attempt_outside_tenacity:
+            try:
+                return await self._attempt(messages, schema, tally, attempts)
+            except Exception as exc:  # whatever it is, tenacity judges it below
+                failure = exc
+        return await self._retry(messages, schema, tally, attempts, failure)
+
+    async def _attempt(
+        self, messages: list[Message], schema: type[BaseModel] | None, tally: _Tally, attempts: _Attempts
+    ) -> RawReply:
+        """One HTTP attempt: wait for a concurrency slot, call, count it."""
+        asked = time.monotonic()
+        async with self._state().semaphore:
+            attempts.queued += time.monotonic() - asked
+            attempts.count += 1
+            tally.calls += 1
+            reply = await _within(self._call(messages, schema), self.config.timeout_s)
+        tally.add(reply)
+        return reply
+
+    async def _retry(
+        self,
+        messages: list[Message],
+        schema: type[BaseModel] | None,
+        tally: _Tally,
+        attempts: _Attempts,
+        failure: Exception | None,
+    ) -> RawReply | str:
+        """The attempts tenacity drives: retry, wait, or stop, by the rules of this module.
+
+        ``failure``, when given, is the outcome of an attempt already made; tenacity
+        receives it as its first attempt's, and makes only the attempts after it.
+
         The ``max_total_s`` budget counts time spent on attempts and backoff, not time
         queued for a concurrency slot: the last call of a big batch must still get its
         retries. A wait that would overrun the budget stops the retries before sleeping.
         """
         cfg = self.config
-        queued = 0.0
         overrun = ""  # why the budget stopped the retries, when it did
 
         def out_of_budget(rs: RetryCallState) -> bool:
             nonlocal overrun
-            spent = (rs.seconds_since_start or 0.0) - queued
+            spent = (rs.outcome_timestamp or time.monotonic()) - attempts.started - attempts.queued
             if spent + rs.upcoming_sleep < cfg.max_total_s:
                 return False
             overrun = (
@@ -299,26 +371,27 @@ class Provider(abc.ABC):
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.max_attempts) | stop_any(out_of_budget),
             wait=self._wait,
-            retry=retry_if_exception(lambda e: self._classify(e) != "fatal"),
+            retry=retry_if_exception(self._retryable),
             reraise=True,
         )
-        attempts = 0
         try:
             async for attempt in retrying:
                 with attempt:
-                    asked = time.monotonic()
-                    async with self._state().semaphore:
-                        queued += time.monotonic() - asked
-                        attempts += 1
-                        tally.calls += 1
-                        reply = await asyncio.wait_for(self._call(messages, schema), cfg.timeout_s)
-                    tally.add(reply)
-                    return reply
+                    if failure is not None:
+                        replayed, failure = failure, None
+                        raise replayed
+                    return await self._attempt(messages, schema, tally, attempts)
         except Exception as exc:
             if not self._is_api_error(exc):
                 raise  # a bug in our code must not pass for an unscored verdict
-            return self._give_up(exc, attempts, overrun)
+            return self._give_up(exc, attempts.count, overrun)
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Worth another attempt: an exception not classified fatal. A cancellation (or an
+        interrupt) is a ``BaseException``, never retried: it must reach the caller, even
+        from a provider that calls every unknown exception transient."""
+        return isinstance(exc, Exception) and self._classify(exc) != "fatal"
 
     def _is_api_error(self, exc: BaseException) -> bool:
         return isinstance(exc, (asyncio.TimeoutError, MalformedResponse, *self.api_errors))
@@ -349,6 +422,19 @@ class Provider(abc.ABC):
 
 
 # ----- helpers shared by the SDK-backed providers ------------------------------------
+
+
+async def _within(call: Awaitable[RawReply], seconds: float) -> RawReply:
+    """``await call``, cancelled after ``seconds`` with ``TimeoutError``.
+
+    ``asyncio.timeout`` (Python 3.11+) cancels the waiting task itself; ``wait_for``
+    before 3.12 wraps the call in a task of its own, one more task to create and
+    schedule on every attempt.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await call
+    return await asyncio.wait_for(call, seconds)  # pragma: no cover (Python 3.10)
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
@@ -417,9 +503,14 @@ def json_schema_of(schema: type[BaseModel]) -> tuple[str, dict[str, Any]]:
     return name, schema.model_json_schema()
 
 
+_FENCED = re.compile(r"\s*```(?:json)?\s*(.*?)\s*```\s*", flags=re.DOTALL)
+
+
 def _strip_fences(text: str) -> str:
     """Models sometimes wrap JSON in a Markdown code fence; the JSON inside is what counts."""
-    match = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, flags=re.DOTALL)
+    if "```" not in text:
+        return text
+    match = _FENCED.fullmatch(text)
     return match.group(1) if match else text
 
 

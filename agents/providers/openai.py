@@ -11,11 +11,11 @@ without model agents (and each of its worker processes) should not pay.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._http import Transport, check_transport, http_library, sdk_http_client
+from ._http import Endpoint, Transport, check_endpoint, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -27,9 +27,6 @@ from .base import (
     classify_status,
     json_schema_of,
 )
-
-if TYPE_CHECKING:
-    import openai
 
 
 class OpenAIConfig(ProviderConfig):
@@ -58,8 +55,8 @@ class OpenAIProvider(Provider):
         import openai
 
         check_transport(openai, config.transport)
+        check_endpoint(openai)
         self.api_errors = (openai.APIError,)
-        self._response_type = http_library(openai.DefaultAsyncHttpxClient).Response
 
     def _resolve_key(self) -> str:
         key = os.environ.get(self.config.api_key_env, "")
@@ -70,16 +67,18 @@ class OpenAIProvider(Provider):
             )
         return key
 
-    def _make_client(self) -> "openai.AsyncOpenAI":
+    def _make_client(self) -> Endpoint:
+        """The chat completions endpoint of a fresh ``openai.AsyncOpenAI`` client."""
         import openai
 
-        return openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=self._api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout_s,
             max_retries=0,
             http_client=sdk_http_client(openai, self.config.transport, self.config.concurrency, self.config.timeout_s),
         )
+        return Endpoint(openai, client, "/chat/completions")
 
     def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
         """Body fields that ask for JSON matching ``schema``."""
@@ -94,13 +93,13 @@ class OpenAIProvider(Provider):
     async def _call(self, messages: list[Message], schema: type[BaseModel] | None) -> RawReply:
         """One chat completion.
 
-        Sent with the client's ``post`` and ``cast_to=Response``, the SDK's documented way
-        to call an endpoint and read the raw reply, rather than ``chat.completions.create``:
-        ``create`` walks every request (the JSON schema included) through the SDK's
-        parameter transform, and builds the full ``ChatCompletion`` object from the reply,
-        about 1.5 ms of CPU a call here together, for plain dicts it would not change and
-        fields we do not read. Auth, timeouts and the mapping of HTTP errors to the SDK's
-        exceptions are still the SDK's; the reply is read with :class:`_Completion`.
+        Posted through the SDK client as a raw request (:class:`~._http.Endpoint`) rather
+        than with ``chat.completions.create``: ``create`` walks every request (the JSON
+        schema included) through the SDK's parameter transform, and builds the full
+        ``ChatCompletion`` object from the reply, about 1.5 ms of CPU a call here together,
+        for plain dicts it would not change and fields we do not read. Auth, timeouts and
+        the mapping of HTTP errors to the SDK's exceptions are still the SDK's; the reply
+        is read with :class:`_Completion`.
         """
         body: dict[str, Any] = {
             "model": self.request_model,
@@ -111,7 +110,7 @@ class OpenAIProvider(Provider):
             body["temperature"] = self.config.temperature
         if schema is not None:
             body.update(self._format(schema))
-        response = await self._client().post("/chat/completions", body=body, cast_to=self._response_type)
+        response = await self._client().post(body)
         return _reply(response.content)
 
     def classify(self, exc: BaseException) -> Failure:

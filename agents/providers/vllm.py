@@ -62,5 +62,5 @@ class VLLMProvider(OpenAIProvider):
         Raises the SDK's error when the server is unreachable: this is a readiness check,
         meant to fail loudly before an experiment starts.
         """
-        page = await self._client().models.list()
+        page = await self._client().sdk_client.models.list()
         return [model.id for model in page.data]

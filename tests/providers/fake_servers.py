@@ -72,6 +72,7 @@ class FakeServer(ABC):
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str] = []  # the credential header of each POST
+        self.raw: list[tuple[str, dict[str, str], bytes]] = []  # each POST's path, headers and body bytes
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
@@ -130,12 +131,14 @@ class FakeServer(ABC):
 
     def _handle_post(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
-        request = json.loads(handler.rfile.read(length) or b"{}")
+        data = handler.rfile.read(length)
+        request = json.loads(data or b"{}")
         with self._lock:
             self.requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.bodies.append(request)
+            self.raw.append((handler.path, dict(handler.headers.items()), data))
             self.auth.append(handler.headers.get("Authorization") or handler.headers.get("x-api-key") or "")
         try:
             if self.delay:

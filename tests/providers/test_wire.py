@@ -160,3 +160,33 @@ def test_one_provider_survives_several_event_loops(flavour: str, server_class: t
         third = run_closed(p, "chat", MESSAGES)
     assert first.ok and second.ok and third.ok
     assert server.requests == 3
+
+
+@pytest.mark.parametrize(
+    ("flavour", "server_class", "path"),
+    [("openai", FakeOpenAI, "/chat/completions"), ("anthropic", FakeAnthropic, "/v1/messages")],
+)
+def test_the_endpoint_sends_what_the_sdks_post_sends(flavour: str, server_class: type[FakeServer], path: str) -> None:
+    """The providers post through an endpoint that builds the SDK's request options once;
+    the request that reaches the server is byte for byte the one ``client.post`` sends."""
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "Schätze µ — 推定"}],
+        "max_tokens": 64,
+        "temperature": 0.25,
+        "nested": {"schema": Method.model_json_schema(), "flags": [True, False, None], "n": 10**12},
+    }
+    with server_class() as server:
+        p = provider(flavour, server)
+
+        async def both() -> None:
+            async with p:
+                endpoint = p._client()
+                via_endpoint = await endpoint.post(body)
+                via_post = await endpoint.sdk_client.post(path, body=body, cast_to=type(via_endpoint))
+                assert via_endpoint.content == via_post.content
+
+        asyncio.run(both())
+    (path_a, headers_a, body_a), (path_b, headers_b, body_b) = server.raw
+    assert (path_a, body_a) == (path_b, body_b)
+    assert headers_a == headers_b
