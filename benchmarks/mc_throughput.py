@@ -19,7 +19,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from ouro.environments.estimators import EstimatorsConfig, FAMILIES, parse_method
+from ouro.environments.estimators import EstimatorsConfig, FAMILIES
 
 PROPOSALS, REPLICATIONS, N = 64, 1_000, 50
 

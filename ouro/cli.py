@@ -308,7 +308,7 @@ def sweep(
             with RichObserver(err_console, quiet) as observer:
                 result = run_sweep(plan, sweep_dir, backend, n_workers, address, retries, observer)
         except KeyboardInterrupt:
-            err_console.print(f"\ninterrupted: finished cells and generations are kept. Continue with the same command.")
+            err_console.print("\ninterrupted: finished cells and generations are kept. Continue with the same command.")
             raise typer.Exit(130)
         console.print(
             f"{result.finished}/{result.cells} cells finished ({result.skipped} were already), "

@@ -90,22 +90,30 @@ class Endpoint:
     method ``post`` itself ends in. Authentication, headers, timeouts, the transport and
     the mapping of HTTP errors to the SDK's exceptions all stay the SDK's.
 
-    ``FinalRequestOptions`` lives in the SDKs' ``_models`` module (both SDKs are
-    generated from the same template): a release without it, or whose options cannot
-    carry a body of bytes, is refused when a provider is built (:func:`check_endpoint`),
-    and the wire tests pin what goes out against ``client.post``.
+    ``FinalRequestOptions`` lives in the SDKs' private ``_models`` module (both SDKs are
+    generated from the same template). A release without it, or whose options cannot
+    carry a body of bytes, is sent through ``client.post`` itself: slower, never wrong.
+    The wire tests pin what goes out against ``client.post``, on both paths.
     """
 
     def __init__(self, sdk: ModuleType, sdk_client: Any, path: str) -> None:
         self.sdk_client = sdk_client
         """The SDK client itself, for anything else (``models.list()``, ``close()``)."""
+        self.path = path
+        self._response_type = http_library(sdk.DefaultAsyncHttpxClient).Response
         options = _request_options(sdk)
         url = str(sdk_client.base_url).rstrip("/") + "/" + path.lstrip("/")
-        self._options = options.construct(method="post", url=url)
-        self._response_type = http_library(sdk.DefaultAsyncHttpxClient).Response
+        self._options = options.construct(method="post", url=url) if options is not None else None
+
+    @property
+    def prepared(self) -> bool:
+        """Whether requests go out with options built once (else through ``client.post``)."""
+        return self._options is not None
 
     async def post(self, body: Mapping[str, Any]) -> Any:
         """The HTTP response of a 2xx reply; the SDK's exception for any other outcome."""
+        if self._options is None:
+            return await self.sdk_client.post(self.path, body=body, cast_to=self._response_type)
         options = self._options.model_copy(update={"content": pydantic_core.to_json(body)})
         return await self.sdk_client.request(self._response_type, options)
 
@@ -113,21 +121,10 @@ class Endpoint:
         await self.sdk_client.close()
 
 
-def check_endpoint(sdk: ModuleType) -> None:
-    """Raise at construction, not at the first request, when the SDK release cannot take
-    a prepared body (a release whose request options have no ``content``)."""
-    _request_options(sdk)
-
-
-def _request_options(sdk: ModuleType) -> Any:
+def _request_options(sdk: ModuleType) -> Any | None:
     """The SDK's ``FinalRequestOptions`` class, when it can carry a body of bytes."""
     try:
         options = importlib.import_module(f"{sdk.__name__}._models").FinalRequestOptions
     except (ImportError, AttributeError):
-        options = None
-    if options is None or "content" not in getattr(options, "model_fields", {}):
-        raise ProviderConfigError(
-            f"this release of {sdk.__name__} cannot send a prepared request body: "
-            f"pip install --upgrade '{sdk.__name__}[aiohttp]'"
-        )
-    return options
+        return None
+    return options if "content" in getattr(options, "model_fields", {}) else None

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ._http import Endpoint, Transport, check_endpoint, check_transport, sdk_http_client
+from ._http import Endpoint, Transport, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -64,7 +64,6 @@ class AnthropicProvider(Provider):
         import anthropic
 
         check_transport(anthropic, config.transport)
-        check_endpoint(anthropic)
         self.api_errors = (anthropic.AnthropicError,)
 
     def _make_client(self) -> Endpoint:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._http import Endpoint, Transport, check_endpoint, check_transport, sdk_http_client
+from ._http import Endpoint, Transport, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -55,7 +55,6 @@ class OpenAIProvider(Provider):
         import openai
 
         check_transport(openai, config.transport)
-        check_endpoint(openai)
         self.api_errors = (openai.APIError,)
 
     def _resolve_key(self) -> str:

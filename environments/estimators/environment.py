@@ -11,7 +11,7 @@ from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
 
 from .dgp import DGP, Contaminated, simulate_samples
 from .methods import (
-    FAMILIES, FAMILY_NAMES, CodeMethod, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method,
+    FAMILIES, CodeMethod, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method,
 )
 from .oracle import Oracle
 from .sources import method_source

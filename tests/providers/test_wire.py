@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from ouro.agents.providers import Provider, build_provider
+from ouro.agents.providers import Provider, _http, build_provider
 from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI, FakeServer, run_closed
 
 MESSAGES = [
@@ -166,9 +166,15 @@ def test_one_provider_survives_several_event_loops(flavour: str, server_class: t
     ("flavour", "server_class", "path"),
     [("openai", FakeOpenAI, "/chat/completions"), ("anthropic", FakeAnthropic, "/v1/messages")],
 )
-def test_the_endpoint_sends_what_the_sdks_post_sends(flavour: str, server_class: type[FakeServer], path: str) -> None:
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_endpoint_sends_what_the_sdks_post_sends(
+    flavour: str, server_class: type[FakeServer], path: str, prepared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The providers post through an endpoint that builds the SDK's request options once;
-    the request that reaches the server is byte for byte the one ``client.post`` sends."""
+    the request that reaches the server is byte for byte the one ``client.post`` sends.
+    An SDK release without the options the endpoint prepares is sent through ``client.post``."""
+    if not prepared:
+        monkeypatch.setattr(_http, "_request_options", lambda sdk: None)
     body = {
         "model": "fake-model",
         "messages": [{"role": "user", "content": "Schätze µ — 推定"}],
@@ -182,6 +188,7 @@ def test_the_endpoint_sends_what_the_sdks_post_sends(flavour: str, server_class:
         async def both() -> None:
             async with p:
                 endpoint = p._client()
+                assert endpoint.prepared is prepared
                 via_endpoint = await endpoint.post(body)
                 via_post = await endpoint.sdk_client.post(path, body=body, cast_to=type(via_endpoint))
                 assert via_endpoint.content == via_post.content
