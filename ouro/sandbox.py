@@ -1370,6 +1370,7 @@ def _spare_main(job_fd: int, result_fd: int, workspace: _Workspace) -> NoReturn:
         os.dup2(result_fd, _RESULT_FD)
         os.dup2(job_fd, _JOB_FD)
         _prefault_heap(workspace.scratch_bytes)
+        _warm_up(workspace)
         baseline = _address_space_bytes()   # /proc is out of reach after the chroot
         _confine(workspace, _JOB_FD)
         _write_fd(_RESULT_FD, b"r")
@@ -1423,6 +1424,37 @@ def _prefault_heap(size: int) -> None:
     scratch = np.empty(size // 8, dtype=np.float64)
     scratch.view(np.uint8)[:: mmap.PAGESIZE] = 0
     del scratch
+
+
+# A method of our own that each prepared process runs once while getting ready. After a
+# fork, the first compile, exec and numpy calls write to pages of the interpreter and of
+# numpy (reference counts, caches, allocator pools) that the process still shares with
+# the server, and each such write is a copy-on-write page fault: measured here, a first
+# compile of a six-line method took 0.55-0.75 ms in a fresh fork against 0.15-0.25 ms
+# after this warm-up. It uses the common array operations of estimators, not the method
+# to come, which the process does not know yet.
+_WARM_UP_SOURCE = """
+import math
+import numpy as np
+
+def estimate_batch(X):
+    n = X.shape[1]
+    k = int(math.floor(0.1 * n))
+    ordered = np.sort(X, axis=1)
+    centre = np.median(X, axis=1)
+    spread = np.mean(np.abs(X - centre[:, None]), axis=1)
+    clipped = np.clip(X, (centre - spread)[:, None], (centre + spread)[:, None])
+    trimmed = ordered[:, k:n - k].mean(axis=1)
+    return np.where(spread > 0, 0.5 * (trimmed + clipped.mean(axis=1)), centre) + 0.0 * X.std(axis=1)
+"""
+
+
+def _warm_up(workspace: _Workspace) -> None:
+    """Run ``_WARM_UP_SOURCE`` through the same path as a method (compile, exec with the
+    sandbox's builtins and views, call, check); it runs our code only, before confinement."""
+    data = np.linspace(-1.0, 1.0, 64).reshape(8, 8)
+    _evaluate(_WARM_UP_SOURCE, data, SandboxLimits(), ENTRY_POINTS, workspace)
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
 
 
 def _read_line(fd: int, limit: int) -> bytes:
