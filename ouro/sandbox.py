@@ -170,8 +170,8 @@ _FILENAME = "<method>"
 _RESULT_FD = 3                  # the one descriptor a method's process may write to
 _JOB_FD = 4                     # where a prepared process reads its job (closed before user code)
 _MADV_POPULATE_READ = 22        # Linux 5.14+; not exported by the mmap module before Python 3.12
-_MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in ...
-_MAX_SCRATCH = 128 << 20        # ... twice the data's size, within these bounds
+_MIN_SCRATCH = 1 << 20          # bytes of heap a prepared process faults in: the data's size (one ...
+_MAX_SCRATCH = 128 << 20        # ... full-size temporary, such as a sorted copy), within these bounds
 _SPARES = 2                     # prepared processes kept waiting: one for the next method, one getting ready
 _READY_TIMEOUT = 30.0           # seconds for a prepared process to get ready
 _KEEP_OUTPUT = 2_000            # characters of printed output kept in a result
@@ -925,7 +925,7 @@ class Sandbox:
                 results[index] = SandboxResult(None, reason)
         if pending:
             modules = frozenset().union(*(_imported_modules(sources[i]) for i in pending))
-            scratch = min(max(_MIN_SCRATCH, 2 * matrix.nbytes), _MAX_SCRATCH)
+            scratch = min(max(_MIN_SCRATCH, matrix.nbytes), _MAX_SCRATCH)
             needs = _Needs(modules, matrix.nbytes, scratch)
             with self._lock:
                 self._adopt()
@@ -1683,38 +1683,37 @@ def _map_data(shared_fd: int, size: int) -> mmap.mmap | None:
 def _prefault_heap(size: int) -> None:
     """Fault in ``size`` bytes of heap and free them: with the server's malloc settings
     (no mmap for large blocks, no trimming) the method's arrays reuse these pages
-    instead of faulting on the critical path."""
+    instead of faulting on the critical path.
+
+    A page costs the same fault here or in the method; faulting in more than a method
+    uses costs CPU in every process, which on a small machine competes with the methods
+    and the host (twice the data's size cost about 1.5 ms more per process than once).
+    """
     scratch = np.empty(size // 8, dtype=np.float64)
     scratch.view(np.uint8)[:: mmap.PAGESIZE] = 0
     del scratch
 
 
-# A method of our own that each prepared process runs once while getting ready. After a
-# fork, the first compile, exec and numpy calls write to pages of the interpreter and of
-# numpy (reference counts, caches, allocator pools) that the process still shares with
-# the server, and each such write is a copy-on-write page fault: measured here, a first
-# compile of a six-line method took 0.55-0.75 ms in a fresh fork against 0.15-0.25 ms
-# after this warm-up. It uses the common array operations of estimators, not the method
-# to come, which the process does not know yet.
+# A method of our own that each prepared process runs once while getting ready, through
+# the same path as every method (compile, exec with the sandbox's builtins and module
+# views, the entry point, the checks on its result). After a fork, the first pass along
+# that path writes to pages the process still shares with the server (reference counts,
+# caches, allocator pools), and each such write is a copy-on-write fault: measured here,
+# compiling and running a six-line method took 0.5-0.7 ms more in a fresh fork than
+# after this warm-up. It calls no numpy function beyond those the path itself uses:
+# warming a guess at what the method will call cost 2.5 ms of CPU per process for about
+# 0.4 ms less on the method, and that CPU competes with the host and the methods on a
+# small machine.
 _WARM_UP_SOURCE = """
-import math
 import numpy as np
 
 def estimate_batch(X):
-    n = X.shape[1]
-    k = int(math.floor(0.1 * n))
-    ordered = np.sort(X, axis=1)
-    centre = np.median(X, axis=1)
-    spread = np.mean(np.abs(X - centre[:, None]), axis=1)
-    clipped = np.clip(X, (centre - spread)[:, None], (centre + spread)[:, None])
-    trimmed = ordered[:, k:n - k].mean(axis=1)
-    return np.where(spread > 0, 0.5 * (trimmed + clipped.mean(axis=1)), centre) + 0.0 * X.std(axis=1)
+    return X[:, 0]
 """
 
 
 def _warm_up(workspace: _Workspace) -> None:
-    """Run ``_WARM_UP_SOURCE`` through the same path as a method (compile, exec with the
-    sandbox's builtins and views, call, check); it runs our code only, before confinement."""
+    """Run ``_WARM_UP_SOURCE`` as a method would run (our code only, before confinement)."""
     data = np.linspace(-1.0, 1.0, 64).reshape(8, 8)
     _evaluate(_WARM_UP_SOURCE, data, SandboxLimits(), ENTRY_POINTS, workspace)
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
