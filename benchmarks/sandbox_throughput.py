@@ -5,9 +5,9 @@ numpy), at n = 50 and 1,000 / 10,000 / 100,000 replications. Timings are medians
 interleaved repeats (so both sides see the same machine load; "best" ratios compare
 the fastest repeat of each) and include everything a
 caller pays: the static check, sending the data, handing the method to a prepared
-process of the warm sandbox server, the run, and reading the values back. The server
-keeps two processes prepared (forked and confined, data and scratch memory faulted in)
-and forks their replacements after each call's last answer, so in the interleaved
+process, the run, and reading the values back. The host holds two processes prepared
+by the warm sandbox server (forked and confined, data and scratch memory faulted in)
+and orders their replacements after each call's last answer, so in the interleaved
 loop the fork and the preparation run while the in-process side is timed, on the other
 core when one is free; ``per_method_overhead_seconds`` (a trivial method, calls back
 to back) shows the cost when they cannot be hidden.

@@ -3,6 +3,7 @@ untouched; honest methods return what they return in-process."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import tempfile
@@ -259,6 +260,118 @@ def test_data_of_any_shape_in_turn(sandbox: Sandbox) -> None:
         assert result[1].ok and result[1].values is not None and result[1].values.shape == (shape[0],)
 
 
+def _shared_contents(box: Sandbox, shape: tuple[int, int]) -> np.ndarray:
+    """What the host's shared memory holds now (white box: the memfd the data travels in)."""
+    assert box._shared is not None and box._shared.mapping is not None
+    view = np.frombuffer(box._shared.mapping, dtype=np.float64, count=shape[0] * shape[1])
+    contents = view.reshape(shape).copy()
+    del view   # a live view would pin the mapping
+    return contents
+
+
+def test_data_written_by_a_method_never_reaches_the_host(sandbox: Sandbox, data: np.ndarray) -> None:
+    """A method's process maps the data copy-on-write from a read-only descriptor: what it
+    writes stays in its own pages, so the host's array and the shared memory the next
+    method reads are as they were, with no copy in between."""
+    vandal = "def estimate_batch(X):\n    X[:] = 0.0\n    X.sort(axis=1)\n    return X[:, 0] + 1.0\n"
+    original = data.copy()
+    result = sandbox.run([vandal], data, LIMITS["fast"])[0]
+    np.testing.assert_array_equal(result.values, np.ones(len(data)))
+    np.testing.assert_array_equal(data, original)
+    np.testing.assert_array_equal(_shared_contents(sandbox, data.shape), original)
+
+
+def test_the_server_holds_the_data_read_only(sandbox: Sandbox, data: np.ndarray) -> None:
+    """Neither the server nor anything it forks can write to the data or map it writable."""
+    sandbox.run([corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])
+    pid = sandbox.server_pid
+    modes = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        if "ouro-sandbox-data" in os.readlink(f"/proc/{pid}/fd/{name}"):
+            flags = Path(f"/proc/{pid}/fdinfo/{name}").read_text().split("flags:")[1].split()[0]
+            modes.append(int(flags, 8) & os.O_ACCMODE)
+    assert modes == [os.O_RDONLY]
+    assert sandbox._shared is not None
+    with pytest.raises(PermissionError):
+        mmap.mmap(sandbox._shared.read_only_fd, sandbox._shared.size)   # shared and writable
+
+
+def _forged(body: str) -> str:
+    """A method that writes its own answer to the answer pipe (fd 3), bypassing the wrapper."""
+    return ("def estimate_batch(X):\n"
+            "    os = print.__self__.__import__('os')\n"
+            "    n = X.shape[0]\n"
+            "    def header(count, error, output):\n"
+            "        return (b'OURO' + count.to_bytes(8, 'little', signed=True)\n"
+            "                + error.to_bytes(4, 'little') + output.to_bytes(4, 'little'))\n"
+            + "".join(f"    {line}\n" for line in body.splitlines())
+            + "    return X[:, 0]\n")
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("os.write(3, b'not an answer at all, only bytes')", "process sent a malformed result"),
+    ("os.write(3, header(n, 0, 10**9))", "process sent a malformed result"),
+    ("os.write(3, header(n + 1, 0, 0) + bytes(8 * (n + 1)))", "process sent a malformed result"),
+    ("os.write(3, header(-1, 0, 0))", "process sent a malformed result"),
+    ("os.write(3, header(n, 0, 0) + bytes(8 * (n // 2)))\nos._exit(0)",
+     "process exited with code 0 without a complete result"),
+    ("os.write(3, header(n, 0, 0) + b'\\xff' * (8 * n))", "non-finite result in 200 of 200 rows"),
+])
+def test_forged_answers_are_refused(sandbox: Sandbox, data: np.ndarray, body: str, reason: str) -> None:
+    """The host reads the method's process directly and trusts nothing it sends: lengths are
+    checked before anything is read, and values are checked for count and finiteness."""
+    result = sandbox.run([_forged(body)], data, LIMITS["fast"], static_check=False)[0]
+    assert result.values is None and result.error == reason and not result.system_error
+    assert sandbox.run([corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])[0].ok
+
+
+def test_a_process_does_not_outlive_its_answer(sandbox: Sandbox, data: np.ndarray) -> None:
+    """A process that sends a complete answer and keeps running is killed once it is read."""
+    body = ("me = str(os.getpid()).encode()\n"
+            "os.write(3, header(n, 0, len(me)) + me + bytes(8 * n))\n"
+            "while True:\n"
+            "    pass")
+    began = time.monotonic()
+    result = sandbox.run([_forged(body)], data, LIMITS["wall"], static_check=False)[0]
+    assert time.monotonic() - began < LIMITS["wall"].wall_seconds
+    assert result.ok and np.all(result.values == 0.0)
+    stat = Path(f"/proc/{int(result.output)}/stat")
+    deadline = time.monotonic() + 2.0
+    while stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_a_forked_host_gets_its_own_server(sandbox: Sandbox, data: np.ndarray) -> None:
+    """A fork of the host lets go of the parent's server and shared memory (never writing
+    into them) and starts its own; the parent's sandbox carries on."""
+    assert sandbox.run([corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])[0].ok
+    parent_server = sandbox.server_pid
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            other = data[::-1] * 2.0
+            result = sandbox.run([corpus.BOTH_ENTRY_POINTS], other, LIMITS["fast"])[0]
+            good = (result.ok and np.allclose(result.values, other.mean(axis=1), rtol=0, atol=1e-12)
+                    and sandbox.server_pid not in (None, parent_server))
+            sandbox.close()
+            os.write(write_end, b"1" if good else b"0")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    verdict = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert verdict == b"1"
+    assert sandbox.server_pid == parent_server
+    np.testing.assert_array_equal(_shared_contents(sandbox, data.shape), data)
+    result = sandbox.run([corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])[0]
+    np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- the server's lifecycle
 
 
@@ -272,8 +385,32 @@ def test_server_death_is_survived(sandbox: Sandbox, data: np.ndarray) -> None:
     assert sandbox.starts == starts + 1 and sandbox.server_pid != pid
 
 
+def test_a_method_whose_server_is_killed_under_it_runs_again(sandbox: Sandbox, data: np.ndarray) -> None:
+    """A method's process dies with its server's process group; whether the method did it
+    cannot be told, so it runs once more on a fresh server (and is charged if it happens again)."""
+    sandbox.start()
+    pid = sandbox.server_pid
+    assert pid is not None
+    starts = sandbox.starts
+    busy = ("import numpy as np\n"
+            "def estimate_batch(X):\n"
+            "    total = 0\n"
+            "    for i in range(10**7):\n"
+            "        total += i\n"
+            "    return np.mean(X, axis=1)\n")
+    timer = threading.Timer(0.1, os.killpg, (pid, signal.SIGKILL))
+    timer.start()
+    result = sandbox.run([busy], data, SandboxLimits(cpu_seconds=10, wall_seconds=20, memory_mb=256))[0]
+    timer.join()
+    assert result.ok, result.error
+    np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
+    assert sandbox.starts == starts + 1 and sandbox.server_pid != pid
+
+
 def test_unresponsive_server_is_replaced(sandbox: Sandbox, data: np.ndarray) -> None:
-    """A server that stops answering is killed after wall + grace; the rest run on a new one."""
+    """A server that stops answering does not stop the wall limit (the host enforces it on
+    the method's process itself), and is killed when the host next needs a process from it;
+    the rest run on a new one."""
     sandbox.start()
     pid = sandbox.server_pid
     assert pid is not None
@@ -282,12 +419,15 @@ def test_unresponsive_server_is_replaced(sandbox: Sandbox, data: np.ndarray) -> 
     timer = threading.Timer(0.3, os.kill, (pid, signal.SIGSTOP))
     timer.start()
     began = time.monotonic()
-    results = sandbox.run([slow, corpus.BOTH_ENTRY_POINTS], data, limits)
+    # more methods than the host holds prepared processes for: the later ones need the server
+    results = sandbox.run([slow] + [corpus.BOTH_ENTRY_POINTS] * 4, data, limits)
     elapsed = time.monotonic() - began
     timer.join()
-    assert "sandbox server stopped answering while running this method" in str(results[0].error)
-    assert results[1].ok
-    assert elapsed <= limits.wall_seconds + sandbox_module._GRACE + MARGIN
+    assert results[0].error == "timeout after 1 s"
+    for result in results[1:]:
+        assert result.ok, result.error
+        np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
+    assert elapsed <= limits.wall_seconds + sandbox_module._FORK_TIMEOUT + MARGIN
     assert sandbox.server_pid != pid
 
 
