@@ -32,6 +32,22 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
+from pydantic import BaseModel
+
+# What the provider tests ask the servers: a chat and the model its answer must fit.
+MESSAGES = [
+    {"role": "system", "content": "You propose estimators."},
+    {"role": "user", "content": "Propose one."},
+]
+
+
+class Method(BaseModel):
+    """An estimator of location."""
+
+    family: str
+    alpha: float
+
+
 ANSWER = {"family": "trimmed_mean", "alpha": 0.2}
 TOKENS_IN, TOKENS_OUT = 11, 7
 

@@ -19,17 +19,8 @@ from pydantic import BaseModel
 
 from ouro.agents.providers import CallResult, Provider, ProviderConfig, RawReply, build_provider
 from ouro.agents.providers.base import Failure
-from tests.providers.fake_servers import SERVER_FOR, run_closed
+from tests.providers.fake_servers import MESSAGES, Method, SERVER_FOR, run_closed
 
-MESSAGES = [
-    {"role": "system", "content": "You propose estimators."},
-    {"role": "user", "content": "Propose one."},
-]
-
-
-class Method(BaseModel):
-    family: str
-    alpha: float
 
 
 def seen_by_caller(result: CallResult) -> dict[str, Any]:

@@ -8,22 +8,12 @@ import re
 import time
 
 import pytest
-from pydantic import BaseModel
 
 from ouro.agents.providers import CallResult, build_provider
-from tests.providers.fake_servers import SERVER_FOR, TOKENS_IN, TOKENS_OUT, FakeServer, run_closed
+from tests.providers.fake_servers import FakeServer, MESSAGES, Method, SERVER_FOR, TOKENS_IN, TOKENS_OUT, run_closed
 
 FLAVOURS = ["openai", "vllm", "anthropic"]
 PRICES = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
-MESSAGES = [
-    {"role": "system", "content": "You propose estimators."},
-    {"role": "user", "content": "Propose one."},
-]
-
-
-class Method(BaseModel):
-    family: str
-    alpha: float
 
 
 pytestmark = pytest.mark.usefixtures("api_keys")  # every test here talks to a loopback server

@@ -6,22 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pydantic import BaseModel
 
 from ouro.agents.providers import Provider, _http, build_provider
-from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI, FakeServer, run_closed
+from tests.providers.fake_servers import FakeAnthropic, FakeOpenAI, FakeServer, MESSAGES, Method, run_closed
 
-MESSAGES = [
-    {"role": "system", "content": "You propose estimators."},
-    {"role": "user", "content": "Propose one."},
-]
-
-
-class Method(BaseModel):
-    """An estimator of location."""
-
-    family: str
-    alpha: float
 
 
 @pytest.fixture(autouse=True)
