@@ -336,7 +336,7 @@ class ClosedFormCohort:
         from ouro.cohort import is_recorded  # here: ouro.cohort imports the verifiers, which import this module
 
         nxt: _State = self._get(generation, "next")
-        record: dict[str, Any] = {"generation": generation, "metrics": [], "verdicts": []}
+        record: dict[str, Any] = {"generation": generation, "metrics": []}
         if is_recorded(generation, self.loop):
             record["metrics"] = self._metric_rows(generation)
             record["state"] = {
