@@ -27,6 +27,7 @@ import io
 import os
 import pickle
 import shutil
+import signal
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
@@ -101,10 +102,20 @@ def _fsync_path(path: Path) -> None:
             os.close(fd)
 
 
+def _leave_signals_to_the_main_thread() -> None:
+    """Block Ctrl-C and SIGTERM in the fsync thread. A signal the kernel hands to this
+    thread would not interrupt the main thread's blocking read (a person's answer at the
+    console), and Ctrl-C would then wait for the next line of input."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _sync_later(path: Path) -> None:
     global _syncer
     if _syncer is None:
-        _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ouro-fsync")
+        _syncer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ouro-fsync", initializer=_leave_signals_to_the_main_thread
+        )
         atexit.register(sync_records)
     _pending[:] = [f for f in _pending if not f.done()]
     _pending.append(_syncer.submit(_fsync_path, path))

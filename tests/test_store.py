@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from ouro import store
 from ouro.store import ArmStore, RunDir, json_lines, sync_records
 
 
@@ -72,3 +74,14 @@ def test_a_new_store_finds_the_records_already_on_disk(tmp_path):
     later = ArmStore(tmp_path, "oracle")
     assert later.has_record(0) and not later.has_record(1)
     assert later.finished_generations() == [0]
+
+
+
+def test_the_fsync_thread_leaves_ctrl_c_to_the_main_thread(tmp_path):
+    """A signal delivered to the fsync thread would not interrupt a person's answer being
+    read in the main thread: the thread blocks it, the main thread does not."""
+    ArmStore(tmp_path, "none").write_record(0, {"generation": 0})
+    sync_records()
+    blocked_there = store._syncer.submit(signal.pthread_sigmask, signal.SIG_BLOCK, set()).result()
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked_there
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
