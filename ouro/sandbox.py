@@ -71,8 +71,9 @@ import threading
 import time
 import types
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import numpy as np
 
@@ -734,27 +735,63 @@ class _SharedData:
         self.read_only_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
         self.size = 0
         self.mapping: mmap.mmap | None = None
+        self.address = 0   # where the mapping starts in this process
+        self._retired: list[tuple[int, int]] = []   # (address, size) of mappings a caller's view kept alive
+
+    def reserve(self, nbytes: int) -> None:
+        """Make the memfd at least ``nbytes`` long (it never shrinks: processes prepared
+        for a larger size keep a valid mapping)."""
+        if nbytes <= self.size:
+            return
+        size = max(nbytes, 2 * self.size, 1 << 20)
+        self._release_mapping()
+        os.ftruncate(self.fd, size)
+        self.mapping = mmap.mmap(self.fd, size)
+        self.mapping.write(bytes(size))   # no holes: every page exists before a process maps it
+        self.size = size
+        probe = np.frombuffer(self.mapping, dtype=np.uint8, count=1)
+        self.address = probe.ctypes.data
+        del probe   # a live view would keep the mapping from being closed or replaced
+
+    def view(self, rows: int, cols: int) -> np.ndarray:
+        """The first ``rows * cols`` float64 values of the memfd, as a (rows, cols) array."""
+        self.reserve(rows * cols * 8)
+        assert self.mapping is not None
+        return np.frombuffer(self.mapping, dtype=np.float64, count=rows * cols).reshape(rows, cols)
+
+    def holds(self, matrix: np.ndarray) -> bool:
+        """Whether ``matrix`` already lies where a method's process reads its data: at the
+        start of the current mapping, contiguous (a view from ``view``)."""
+        return (self.mapping is not None and matrix.flags.c_contiguous and matrix.dtype == np.float64
+                and matrix.nbytes <= self.size and matrix.ctypes.data == self.address)
 
     def write(self, matrix: np.ndarray) -> None:
-        """Copy ``matrix`` to the start of the memfd, growing it first if it is too small
-        (it never shrinks: processes prepared for a larger size keep a valid mapping)."""
-        if matrix.nbytes > self.size:
-            size = max(matrix.nbytes, 2 * self.size, 1 << 20)
-            if self.mapping is not None:
-                self.mapping.close()
-            os.ftruncate(self.fd, size)
-            self.mapping = mmap.mmap(self.fd, size)
-            self.mapping.write(bytes(size))   # no holes: every page exists before a process maps it
-            self.size = size
-        assert self.mapping is not None
-        target = np.frombuffer(self.mapping, dtype=np.float64, count=matrix.size)
+        """Put ``matrix`` at the start of the memfd, unless it is there already."""
+        if self.holds(matrix):
+            return
+        if self._in_retired_mapping(matrix):
+            matrix = matrix.copy()   # the same pages under another address: a direct copy could overlap itself
+        target = self.view(1, matrix.size).reshape(-1)
         target[:] = matrix.reshape(-1)
-        del target   # a live view would keep the mapping from being closed or replaced
+        del target
+
+    def _in_retired_mapping(self, matrix: np.ndarray) -> bool:
+        start = matrix.ctypes.data
+        return any(base <= start < base + size for base, size in self._retired)
+
+    def _release_mapping(self) -> None:
+        """Let go of the current mapping. A caller may still hold a view of it (from
+        ``Sandbox.input_buffer``): then it stays valid, and is unmapped with its last view."""
+        if self.mapping is None:
+            return
+        try:
+            self.mapping.close()
+        except BufferError:
+            self._retired.append((self.address, self.size))
+        self.mapping = None
 
     def close(self) -> None:
-        if self.mapping is not None:
-            self.mapping.close()
-            self.mapping = None
+        self._release_mapping()
         _close_all([self.fd, self.read_only_fd])
 
 
@@ -773,7 +810,7 @@ class Sandbox:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # re-entered by ``run`` inside ``input_buffer``
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: _Control | None = None
         self._jail: str | None = None
@@ -899,6 +936,23 @@ class Sandbox:
         proc.wait()
 
     # running ----------------------------------------------------------------------------------
+    @contextmanager
+    def input_buffer(self, rows: int, cols: int) -> Iterator[np.ndarray]:
+        """A (rows, cols) float64 array in the memory that methods' processes read their data from.
+
+        Data written into it and passed to ``run`` within the ``with`` reaches each method
+        without a copy (a 10,000 x 50 sample is 4 MB: about 0.7 ms to copy, a fifth of
+        what a trimmed mean costs on it). The sandbox stays with this thread for the whole
+        ``with``: another thread's ``run`` waits, so nothing overwrites the data (a ``run``
+        of other data within the ``with`` does: it travels through the same memory).
+        After the ``with`` the array's contents are undefined; do not write into it then.
+        """
+        if rows < 1 or cols < 1:
+            raise ValueError(f"input_buffer needs a positive shape, got ({rows}, {cols})")
+        with self._lock:
+            self._adopt()
+            yield self._shared_data().view(rows, cols)
+
     def run(
         self,
         sources: Sequence[str],

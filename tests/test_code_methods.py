@@ -65,6 +65,18 @@ def test_honest_code_matches_its_dsl_twin_within_standard_error(env, source, dsl
     assert abs(gain[0] - gain[1]) < 3 * max(se), (gain, se)
 
 
+def test_simulating_with_code_draws_the_same_data_sets(env):
+    """A batch holding code draws its data into the sandbox's memory: the baseline's losses
+    are the very ones drawn for a DSL-only batch from the same stream, and the code's
+    trimmed mean gives the DSL trimmed mean's losses up to summation order."""
+    code, twin = parse_method({"family": "code", "source": TRIMMED}), parse_method({"family": "trimmed_mean", "alpha": 0.2})
+    with_code = env.simulate([code, twin], 300, np.random.default_rng(11))
+    dsl_only = env.simulate([twin], 300, np.random.default_rng(11))
+    np.testing.assert_array_equal(with_code.baseline, dsl_only.baseline)
+    np.testing.assert_array_equal(with_code.losses[1], dsl_only.losses[0])
+    np.testing.assert_allclose(with_code.losses[0], dsl_only.losses[0], rtol=1e-6, atol=1e-10)
+
+
 def test_vectorized_median_of_means_runs_and_is_scored(env):
     m = parse_method({"family": "code", "source": MEDIAN_OF_MEANS})
     ev = env.simulate([m], 200, np.random.default_rng(1))

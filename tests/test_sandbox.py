@@ -281,6 +281,61 @@ def test_data_written_by_a_method_never_reaches_the_host(sandbox: Sandbox, data:
     np.testing.assert_array_equal(_shared_contents(sandbox, data.shape), original)
 
 
+def test_data_drawn_into_the_input_buffer_runs_in_place(sandbox: Sandbox, data: np.ndarray) -> None:
+    """Data written into ``input_buffer`` is what every method sees, and ``run`` takes it
+    where it lies: a copy that starts elsewhere (even inside the buffer) is moved to the
+    start, the buffer itself is not rewritten."""
+    with sandbox.input_buffer(*data.shape) as buffer:
+        buffer[:] = data
+        assert sandbox._shared is not None and sandbox._shared.holds(buffer)
+        assert not sandbox._shared.holds(data) and not sandbox._shared.holds(buffer[1:])
+        vandal = "def estimate_batch(X):\n    X[:] = 0.0\n    return X[:, 0] + 1.0\n"
+        results = sandbox.run([corpus.BOTH_ENTRY_POINTS, vandal, corpus.BOTH_ENTRY_POINTS], buffer, LIMITS["fast"])
+        for result in results[::2]:
+            np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(results[1].values, np.ones(len(data)))
+        np.testing.assert_array_equal(buffer, data)   # the vandal wrote to its own pages
+        tail = sandbox.run([corpus.BOTH_ENTRY_POINTS], buffer[5:], LIMITS["fast"])[0]
+        np.testing.assert_allclose(tail.values, data[5:].mean(axis=1), rtol=0, atol=1e-12)
+
+
+def test_the_input_buffer_holds_the_sandbox_for_its_thread(sandbox: Sandbox, data: np.ndarray) -> None:
+    """Another thread's run waits until the ``with`` ends, so it cannot overwrite the data."""
+    other = np.full_like(data, 3.0)
+    finished = threading.Event()
+    answers: list = []
+
+    def run_other() -> None:
+        answers.extend(sandbox.run([corpus.BOTH_ENTRY_POINTS], other, LIMITS["fast"]))
+        finished.set()
+
+    with sandbox.input_buffer(*data.shape) as buffer:
+        buffer[:] = data
+        thread = threading.Thread(target=run_other)
+        thread.start()
+        assert not finished.wait(1.0), "another thread ran while the buffer was held"
+        mine = sandbox.run([corpus.BOTH_ENTRY_POINTS], buffer, LIMITS["fast"])[0]
+        np.testing.assert_allclose(mine.values, data.mean(axis=1), rtol=0, atol=1e-12)
+    thread.join(30)
+    np.testing.assert_array_equal(answers[0].values, np.full(len(data), 3.0))
+
+
+def test_a_larger_request_while_a_buffer_is_held(sandbox: Sandbox) -> None:
+    """Growing the shared memory while a caller holds a view of it fails nothing: the view
+    stays usable (other data run inside the ``with`` takes its place, as documented), and
+    data written into it again still reaches the method."""
+    small = np.arange(12.0).reshape(4, 3)
+    with sandbox.input_buffer(4, 3) as buffer:
+        large = np.random.default_rng(3).standard_normal((1 << 16, 40))   # 20 MB: beyond any earlier size
+        result = sandbox.run([corpus.BOTH_ENTRY_POINTS], large, LIMITS["fast"])[0]
+        np.testing.assert_allclose(result.values, large.mean(axis=1), rtol=0, atol=1e-12)
+        buffer[:] = small
+        again = sandbox.run([corpus.BOTH_ENTRY_POINTS], buffer, LIMITS["fast"])[0]
+        np.testing.assert_allclose(again.values, small.mean(axis=1), rtol=0, atol=1e-12)
+        rows = sandbox.run([corpus.BOTH_ENTRY_POINTS], buffer[1:], LIMITS["fast"])[0]   # the same pages, shifted
+        np.testing.assert_allclose(rows.values, small[1:].mean(axis=1), rtol=0, atol=1e-12)
+
+
 def test_the_server_holds_the_data_read_only(sandbox: Sandbox, data: np.ndarray) -> None:
     """Neither the server nor anything it forks can write to the data or map it writable."""
     sandbox.run([corpus.BOTH_ENTRY_POINTS], data, LIMITS["fast"])

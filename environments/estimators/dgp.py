@@ -72,11 +72,13 @@ class Laplace(_DGP):
 DGP = Annotated[Union[Normal, Contaminated, StudentT, Laplace], Field(discriminator="kind")]
 
 
-def simulate_samples(dgp: _DGP, rng: np.random.Generator, replications: int, n: int, spread: float):
+def simulate_samples(dgp: _DGP, rng: np.random.Generator, replications: int, n: int, spread: float,
+                     out: np.ndarray | None = None):
     """R samples of size n around random true centres; returns (centres, samples).
 
     The centre is drawn per replication from U(-spread, spread), so a method cannot score
-    well by guessing a constant: only a real location estimator does.
+    well by guessing a constant: only a real location estimator does. ``out``, an
+    (R, n) float array, receives the samples (the same values as without it).
     """
     centres = rng.uniform(-spread, spread, replications)
-    return centres, centres[:, None] + dgp.sample(rng, (replications, n))
+    return centres, np.add(centres[:, None], dgp.sample(rng, (replications, n)), out=out)

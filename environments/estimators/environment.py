@@ -11,7 +11,7 @@ from ouro.environments.base import ENVIRONMENTS, EnvironmentConfig, Evidence
 
 from .dgp import DGP, Contaminated, simulate_samples
 from .methods import (
-    FAMILIES, CodeMethod, DSLMethod, _Method, evaluate_with_errors, method_key, param_of, parse_method,
+    FAMILIES, CodeMethod, DSLMethod, _Method, data_space, evaluate_with_errors, method_key, param_of, parse_method,
 )
 from .oracle import Oracle
 from .sources import method_source
@@ -105,12 +105,13 @@ class EstimatorsEnvironment:
         baseline = np.empty((len(self.dgps), replications))
         errors: list[str | None] = [None] * len(methods)
         for d, dgp in enumerate(self.dgps):
-            centres, x = simulate_samples(dgp, rng, replications, self.n, self.config.location_spread)
-            baseline[d] = (x.mean(axis=1) - centres) ** 2
-            if methods:
-                values, errs = evaluate_with_errors(methods, x)
-                losses[:, d] = (values - centres[None]) ** 2
-                errors = [e or errors[i] for i, e in enumerate(errs)]
+            with data_space(methods, replications, self.n) as space:
+                centres, x = simulate_samples(dgp, rng, replications, self.n, self.config.location_spread, out=space)
+                baseline[d] = (x.mean(axis=1) - centres) ** 2
+                if methods:
+                    values, errs = evaluate_with_errors(methods, x)
+                    losses[:, d] = (values - centres[None]) ** 2
+                    errors = [e or errors[i] for i, e in enumerate(errs)]
         losses[[i for i, e in enumerate(errors) if e]] = np.inf
         return Evidence(losses=losses, baseline=baseline, errors=errors)
 

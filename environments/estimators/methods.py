@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Iterator, Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -249,6 +250,20 @@ def m_estimates(
     for start in range(0, cs.shape[0], block):
         out[start : start + block] = _m_estimates_block(x, med, safe_scale, cs[start : start + block], kind, max_iter, tol)
     return np.where(scale[None] > 0, out, med[None])
+
+
+@contextmanager
+def data_space(methods: list[_Method], rows: int, cols: int) -> Iterator[np.ndarray | None]:
+    """Where to draw the data that ``methods`` will run on: when one is model-written code,
+    memory that the sandbox's processes read directly, so that the data reaches them with
+    no copy (see ``Sandbox.input_buffer``); otherwise None, for a fresh array."""
+    if not any(m.family == "code" for m in methods):
+        yield None
+        return
+    from ouro.sandbox import default_sandbox
+
+    with default_sandbox().input_buffer(rows, cols) as space:
+        yield space
 
 
 def evaluate(methods: list[_Method], x: np.ndarray) -> np.ndarray:
