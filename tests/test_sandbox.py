@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ouro import sandbox as sandbox_module
+from ouro.sandbox import host as sandbox_host
 from ouro.sandbox import Sandbox, SandboxLimits, check_source, run_methods, shutdown
 
 try:
@@ -482,7 +482,7 @@ def test_unresponsive_server_is_replaced(sandbox: Sandbox, data: np.ndarray) -> 
     for result in results[1:]:
         assert result.ok, result.error
         np.testing.assert_allclose(result.values, data.mean(axis=1), rtol=0, atol=1e-12)
-    assert elapsed <= limits.wall_seconds + sandbox_module._FORK_TIMEOUT + MARGIN
+    assert elapsed <= limits.wall_seconds + sandbox_host._FORK_TIMEOUT + MARGIN
     assert sandbox.server_pid != pid
 
 
