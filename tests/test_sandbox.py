@@ -147,6 +147,8 @@ def test_restrictions_hold_on_this_host(sandbox: Sandbox) -> None:
         assert enforced.get(key) is True, (key, enforced)
     if os.geteuid() == 0:
         assert enforced["chroot"] and enforced["setuid_nobody"]
+    else:   # no chroot and no uid change without root, and the probe must not claim them
+        assert not enforced["chroot"] and not enforced["setuid_nobody"]
 
 
 def test_method_cannot_signal_its_server(sandbox: Sandbox, data: np.ndarray) -> None:

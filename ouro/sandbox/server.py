@@ -368,7 +368,9 @@ def _probe_jail(workspace: _Workspace) -> dict[str, bool]:
             _limit(SandboxLimits(cpu_seconds=2, wall_seconds=2, memory_mb=64), baseline)
             report = {
                 "chroot": workspace.root,
-                "setuid_nobody": os.getuid() != 0,
+                # true only where the process switched to nobody (as root); a non-root
+                # host's method runs as the host's user, and says so
+                "setuid_nobody": workspace.root and os.getuid() == workspace.nobody[0],
                 "new_processes_blocked": _fork_blocked(),
                 "file_reads_blocked": _open_blocked("/etc/passwd", os.O_RDONLY),
                 "file_writes_blocked": _open_blocked("probe", os.O_WRONLY | os.O_CREAT),
