@@ -94,7 +94,8 @@ def instrument() -> None:
 
 
 # Where the overhead goes: sections of the loop's own code, each timed inclusively with
-# the work done inside it taken out. They are disjoint, and all but "assembly" run inside
+# the work done inside it taken out ("verdict_lines" builds the lines of verdicts.jsonl,
+# "verdict_encoding" turns them into JSON). They are disjoint, and all but "assembly" run inside
 # the stages; what the stages cost beyond their work and these sections is "stage
 # plumbing", and what the arm costs beyond its stages is the graph engine and the arm's
 # set-up (config, cohort, checkpointer).
@@ -129,12 +130,13 @@ def instrument_sections() -> None:
     for stage in STAGES:
         setattr(MethodCohort, stage, sectioned("stages", getattr(MethodCohort, stage)))
     cohort_module.stream = sectioned("random_streams", cohort_module.stream)
+    cohort_module.json_lines = sectioned("verdict_encoding", cohort_module.json_lines)
     runner_module.run_arm = sectioned("arms", runner_module.run_arm)
 
 
 def breakdown(overhead: float) -> dict:
     """Seconds of overhead per section (their clock cost is a few hundred calls: left in)."""
-    inner = ("verdict_lines", "metric_rows", "oracle_truth", "records", "random_streams")
+    inner = ("verdict_lines", "verdict_encoding", "metric_rows", "oracle_truth", "records", "random_streams")
     out = {k: SPENT.get(k, 0.0) for k in inner}
     out["stage_plumbing"] = SPENT.get("stages", 0.0) - sum(out.values())
     out["graph_and_arm_setup"] = SPENT.get("arms", 0.0) - SPENT.get("stages", 0.0)
