@@ -319,7 +319,6 @@ class ClosedFormCohort:
             self._memo[key] = value
         return self._memo[key]
 
-    @abstractmethod
     def propose(self, generation: int) -> None:
         self._get(generation, "batch")
 

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import time
 from contextlib import contextmanager
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,14 +23,13 @@ from ouro.dialogue import judge_valid, verify_with_dialogue
 from ouro.ledger import ArmLedger
 from ouro.rng import stream
 from ouro.store import ArmStore, json_lines
-from ouro.types import ProposalBatch, is_invalid
+from ouro.types import Cost, ProposalBatch, is_invalid
 from ouro.verifiers.base import JudgeContext
 
 STAGES = ("propose", "verify", "curate", "learn", "measure")
 # Costs written to metrics.csv: deterministic quantities only, so that the same config and
 # seeds give the same bytes. Wall time goes to timings.csv instead.
 COST_METRICS = ("replications", "tokens_in", "tokens_out", "usd", "human_seconds", "calls", "retries")
-_COST_OF = attrgetter(*COST_METRICS)
 
 
 class Cohort(Protocol):
@@ -408,8 +406,8 @@ class MethodCohort:
             }
             out.update(self.env.diversity([m for m, keep in zip(proposals[s], ok) if keep]))
             out.update({"tp": float(tp), "fp": float(fp), "fn": float(fn), "tn": float(tn)})
-            spent = [_COST_OF(v.cost) for v, keep in zip(vs, ok) if keep] or [(0,) * len(COST_METRICS)]
-            out.update({f"cost_{k}": float(sum(c)) for k, c in zip(COST_METRICS, zip(*spent))})
+            spent = Cost.total(v.cost for v, keep in zip(vs, ok) if keep)
+            out.update({f"cost_{k}": float(getattr(spent, k)) for k in COST_METRICS})
             if verifier_metrics is not None:
                 out.update(verifier_metrics([v for v, keep in zip(vs, ok) if keep]))
             rows += [(s, k, v) for k, v in out.items()]
