@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ouro import interrupt
 from ouro.dialogue import judge_valid, verify_with_dialogue
 from ouro.ledger import ArmLedger
 from ouro.rng import stream
@@ -94,9 +95,12 @@ class MethodCohort:
 
     def _run_async(self, coroutine):
         """Run a coroutine on this cohort's own event loop, kept for its whole life, so that
-        async clients (model providers) keep their connections from one generation to the next."""
+        async clients (model providers) keep their connections from one generation to the next.
+        Model calls and a person's questions are cancelled when the run is asked to stop."""
         if getattr(self, "_loop", None) is None:
             self._loop = asyncio.new_event_loop()
+        if self._costly or self._asks_human:
+            coroutine = interrupt.cancellable(coroutine)
         return self._loop.run_until_complete(coroutine)
 
     @contextmanager
@@ -186,6 +190,11 @@ class MethodCohort:
         providers = {id(p): p for p in (getattr(h, "provider", None) for h in holders) if hasattr(p, "aclose")}
 
         async def close_all() -> None:
+            # calls left behind by an interruption end before their clients close
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
             await asyncio.gather(*(p.aclose() for p in providers.values()))
 
         loop.run_until_complete(close_all())

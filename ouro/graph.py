@@ -23,6 +23,7 @@ from typing import Iterator, TypedDict
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
+from ouro import interrupt
 from ouro.cohort import STAGES, Cohort
 
 
@@ -39,6 +40,7 @@ def build_graph(cohort: Cohort, generations: int, checkpointer=None):
 
     def stage(name: str):
         def node(state: LoopState) -> LoopState:
+            interrupt.check()
             getattr(cohort, name)(state["generation"])
             return {}
 
@@ -46,6 +48,7 @@ def build_graph(cohort: Cohort, generations: int, checkpointer=None):
         return node
 
     def measure(state: LoopState) -> LoopState:
+        interrupt.check()
         stopped = cohort.measure(state["generation"])
         return {"generation": state["generation"] + 1, "stopped": stopped}
 

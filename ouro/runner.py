@@ -14,6 +14,7 @@ arm's graph stops at an ``interrupt()``, ``run_arm`` hands the payload to an *an
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 from langgraph.types import Command
 
+from ouro import interrupt
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
 from ouro.graph import DURABILITY, build_graph, sqlite_checkpointer, thread_config
@@ -58,6 +60,7 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
     next generation; an arm does not start a generation while the run is over its cost
     limit.
     """
+    interrupt.check()  # an arm queued before a Ctrl-C does not start after it
     run_dir_p = Path(run_dir)
     config = load_run_config(run_dir_p)
     generations = config.loop.generations
@@ -166,18 +169,45 @@ def execute(run_dir: Path, workers: int, on_progress=None, answer: Answerer | No
 
 
 def _run_parallel(run_dir: Path, arms: list[str], workers: int, tick: Callable[[], None]) -> dict[str, ArmOutcome]:
+    """The automatic arms, ``workers`` at a time: in a thread for one worker, else in
+    worker processes. Ctrl-C (``KeyboardInterrupt`` here) sets the run's stop event; the
+    arms stop before their next stage, or at once when they wait on model calls, and the
+    interrupt is raised again once they have. A second Ctrl-C stops waiting for them."""
     workers = max(1, min(workers, len(arms)))
-    pool = (
-        ThreadPoolExecutor(max_workers=1)
-        if workers == 1
-        else ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-    )
+    if workers == 1:
+        stop: Any = threading.Event()
+        interrupt.install(stop)
+        pool: Any = ThreadPoolExecutor(max_workers=1)
+    else:
+        context = mp.get_context("spawn")
+        stop = context.Event()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=interrupt.install, initargs=(stop,))
+    abandoned = False
     try:
-        futures: list[Future] = [pool.submit(run_arm, str(run_dir), a) for a in arms]
-        while not all(f.done() for f in futures):
-            tick()
-            time.sleep(0.1)
-        tick()
+        with interrupt.sigint_ignored():  # worker processes start here, and keep SIGINT ignored
+            futures: list[Future] = [pool.submit(run_arm, str(run_dir), a) for a in arms]
+        try:
+            _wait_ticking(futures, tick)
+        except KeyboardInterrupt:
+            stop.set()
+            for f in futures:
+                f.cancel()  # arms not started yet never start
+            try:
+                _wait_ticking(futures, lambda: None)
+            except KeyboardInterrupt:  # asked twice: stop waiting (a thread ends at its next stage)
+                abandoned = True
+                for child in mp.active_children():
+                    child.kill()
+            raise KeyboardInterrupt from None
         return {a: f.result() for a, f in zip(arms, futures)}
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not abandoned, cancel_futures=True)
+        if workers == 1 and not abandoned:
+            interrupt.install(None)
+
+
+def _wait_ticking(futures: list[Future], tick: Callable[[], None]) -> None:
+    while not all(f.done() for f in futures):
+        tick()
+        time.sleep(0.1)
+    tick()
