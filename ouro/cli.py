@@ -115,6 +115,7 @@ def _print_summary(summary: dict) -> None:
 
 
 EXIT_PAUSED = 3  # a person quit, or their answers ran out; everything answered is saved
+EXIT_STOPPED = 4  # an arm stopped before its last generation (cost limit, failed calls): resume continues
 
 
 def _require_answers(arms: list[str]) -> None:
@@ -188,6 +189,8 @@ def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> N
     console.print(f"run directory: {run_dir}")
     if report:
         _report(run_dir)
+    if reasons:  # what was run is summarized above; a script must still see that the run is not complete
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def _preflight(config) -> None:

@@ -47,7 +47,7 @@ def test_cost_limit_stops_and_resume_with_a_higher_limit_continues(scripted_run:
     limit = 0.5 * sum(a["ledger"]["usd"] for a in total["arms"].values())
     out = tmp_path / "limited"
     result = ouro("run", SCRIPTED, "--out", str(out), "--quiet", *SCRIPTED_SMALL, "--set", f"cost_limit_usd={limit}")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # stopped before the end: a script can tell
     assert "cost limit reached" in result.stderr and f"ouro resume {out} --set cost_limit_usd=HIGHER" in result.stderr
     assert (out / "summary.json").is_file()  # a stopped run still reports what it did
     stopped = json.loads((out / "summary.json").read_text())
@@ -57,7 +57,7 @@ def test_cost_limit_stops_and_resume_with_a_higher_limit_continues(scripted_run:
 
     # still over the limit: resume says so and does nothing
     again = ouro("resume", str(out), "--quiet")
-    assert again.returncode == 0 and "cost limit reached" in again.stderr
+    assert again.returncode == 4 and "cost limit reached" in again.stderr
 
     # unsafe changes are refused in one line, before anything runs
     refused = ouro("resume", str(out), "--set", "loop.proposals=7", "--quiet")
@@ -83,7 +83,7 @@ def test_failed_calls_stop_the_arm_and_resume_continues_once_the_endpoint_answer
             "--set", "arms=[{name: none, verifier: {kind: none}}]",
         ]  # fmt: skip
         result = ouro("run", "configs/vllm-local.yaml", "--out", str(out), "--quiet", *args)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 4, result.stderr
         assert "too many failed calls: 2 of 2 researcher calls failed for good" in result.stderr
         lines = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
         assert [(v["key"], v["accept"], v["oracle_quality"]) for v in lines] == [("invalid", False, None)] * 2
