@@ -8,14 +8,22 @@ by setting the run's *stop event*, which every arm sees, in a thread or in a wor
 process: the graph checks it before each stage, and a stage waiting on model calls or
 a person cancels them within ``POLL_SECONDS``. A generation that finished before is
 safe on disk; one cut short is redone by ``ouro resume``.
+
+A worker process also ends with the process that started it (``worker_init``): after a
+``kill -9`` of ``ouro run`` or ``ouro sweep`` nothing is left computing, or paying for
+calls, for a run nobody is watching.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 import signal
+import sys
 import threading
+import time
 from typing import Any, Awaitable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -75,3 +83,30 @@ def sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def worker_init(stop: Any, parent_pid: int) -> None:
+    """A pool's initializer: the run's stop event, and a life no longer than the parent's."""
+    install(stop)
+    die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid``, its parent, ends: the kernel sends SIGKILL on
+    Linux; elsewhere a thread looks every second."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the parent ended before the request took hold
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ouro-parent-watch", daemon=True).start()

@@ -14,6 +14,7 @@ arm's graph stops at an ``interrupt()``, ``run_arm`` hands the payload to an *an
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -181,7 +182,9 @@ def _run_parallel(run_dir: Path, arms: list[str], workers: int, tick: Callable[[
     else:
         context = mp.get_context("spawn")
         stop = context.Event()
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=interrupt.install, initargs=(stop,))
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=interrupt.worker_init, initargs=(stop, os.getpid())
+        )
     abandoned = False
     try:
         with interrupt.sigint_ignored():  # worker processes start here, and keep SIGINT ignored

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ouro.config import ConfigError, apply_override, dump_config, read_yaml, validate
+from ouro.interrupt import die_with_parent
 from ouro.runner import human_arms
 from ouro.store import RunDir, atomic_write_text
 
@@ -412,7 +413,12 @@ def run_local(jobs: list[Job], workers: int, retries: int, tracker: Tracker) -> 
     queue = list(jobs)
     while queue:
         started = time.time()
-        pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(queue))), mp_context=ctx)
+        pool = ProcessPoolExecutor(
+            max_workers=max(1, min(workers, len(queue))),
+            mp_context=ctx,
+            initializer=die_with_parent,  # a killed sweep leaves no cell running
+            initargs=(os.getpid(),),
+        )
         futures = {pool.submit(run_cell, job.path): job for job in queue}
         queue = []
         try:

@@ -125,3 +125,52 @@ def test_cancellable_without_a_stop_event_just_awaits():
 
     interrupt.install(None)
     assert asyncio.run(interrupt.cancellable(value())) == 7
+
+
+def children_of(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_kill_9_of_a_run_leaves_no_worker_running(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ouro.cli", "run", "--quiet", "--no-report", "--workers", "2",
+         "--set", "loop.generations=400", "--out", str(tmp_path / "run")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("run/arms/*/gen-*.jsonl")):  # the workers are computing
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        workers = children_of(proc.pid)
+        assert len(workers) >= 2  # two workers (and multiprocessing's resource tracker)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if alive(w)]
+    finally:
+        proc.kill()
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
