@@ -38,9 +38,17 @@ def read_method(path: Path, env) -> object:
         raise ConfigError(format_validation_error(e, spec, source=str(path))) from None
 
 
+def method_environments() -> list[str]:
+    """Kinds whose proposals are methods judged one by one (the others drive the loop with
+    a vectorized cohort of their own, and have no method to evaluate)."""
+    return [k for k in ENVIRONMENTS.kinds() if not callable(getattr(ENVIRONMENTS[k], "cohort", None))]
+
+
 def build_environment(kind: str, overrides: list[str]):
-    if kind not in ENVIRONMENTS:
-        raise ConfigError(f"--env: unknown kind {kind!r}; known kinds: {', '.join(ENVIRONMENTS.kinds())}")
+    kinds = method_environments()
+    if kind not in kinds:
+        problem = f"{kind!r} has no methods to evaluate" if kind in ENVIRONMENTS else f"unknown kind {kind!r}"
+        raise ConfigError(f"--env: {problem}; environments with methods: {', '.join(kinds)}")
     data: dict = {"kind": kind}
     for assignment in overrides:
         apply_override(data, assignment.removeprefix("environment."))

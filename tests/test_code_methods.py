@@ -129,3 +129,18 @@ def test_ouro_evaluate_prints_one_json_object(tmp_path):
     evil.write_text("import subprocess\ndef estimate(x):\n    return 0.0\n")
     out = json.loads(ouro("evaluate", "--method-file", str(evil)).stdout)
     assert out["verdict"] == "rejected" and "subprocess" in out["reason"] and out["oracle_quality"] is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("gaussian", "error: --env: 'gaussian' has no methods to evaluate; environments with methods: estimators"),
+        ("astrology", "error: --env: unknown kind 'astrology'; environments with methods: estimators"),
+    ],
+)
+def test_ouro_evaluate_refuses_an_environment_without_methods_in_one_line(tmp_path, kind, message):
+    f = tmp_path / "median.json"
+    f.write_text('{"family": "median"}')
+    result = ouro("evaluate", "--method-file", str(f), "--env", kind)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
