@@ -1,5 +1,7 @@
 """Checks made when a run starts, before any work: what would otherwise fail in a worker.
 
+* A component that needs an optional extra (``unavailable()`` says why it cannot run,
+  e.g. the local-lm researcher without torch) is refused in one line, exit 2.
 * Every model provider in the config is built once, here: a missing API key is a
   one-line error naming the variable (exit 2), not a traceback from a worker process
   an hour later.
@@ -37,6 +39,11 @@ def _same_model(a: ProviderConfig, b: ProviderConfig) -> bool:
 
 def preflight(config: Any) -> list[str]:
     """Raise ``ConfigError`` for what cannot work; return warnings for what is suspicious."""
+    components = [("researcher", config.researcher)] + [(f"arms[{i}].verifier", a.verifier) for i, a in enumerate(config.arms)]
+    for path, component in components:
+        reason = getattr(component, "unavailable", lambda: None)()
+        if reason:
+            raise ConfigError(f"{path}: {reason}")
     found = list(_providers(config.researcher, "researcher"))
     for i, arm in enumerate(config.arms):
         found += list(_providers(arm.verifier, f"arms[{i}].verifier"))

@@ -70,3 +70,21 @@ def test_cli_reports_bad_input_in_one_line_with_exit_2(args, expected):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_researcher_missing_its_extra_is_refused_in_one_line_before_anything_runs(tmp_path, monkeypatch):
+    """The local-lm researcher without its train extra: one line naming the field and the
+    install command, exit 2, and no run directory (a module that no Python has stands in
+    for a missing torch)."""
+    from ouro.agents.lora import researcher
+
+    from .conftest import ouro_here
+
+    monkeypatch.setattr(researcher, "TRAIN_MODULES", (*researcher.TRAIN_MODULES, "ouro_missing_module_for_a_test"))
+    out = tmp_path / "run"
+    result = ouro_here("run", "configs/lora-tiny.yaml", "--out", str(out), "--quiet")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: researcher: researcher 'local-lm' needs the train extra")
+    assert "missing: ouro_missing_module_for_a_test" in lines[0]
+    assert not out.exists()

@@ -60,13 +60,21 @@ class LocalLMResearcherConfig(ResearcherConfig):
     )
     tiny: TinySpec = Field(default_factory=TinySpec, description="the model built when model is 'tiny'")
 
-    def build(self, env: Any) -> "LocalLMResearcher":
+    def unavailable(self) -> str | None:
+        """Why this researcher cannot run in this Python (``None``: it can); the run's
+        preflight says it in one line before anything starts."""
         missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ImportError(
-                f"researcher 'local-lm' needs the train extra (missing: {', '.join(missing)}). Install torch first "
-                "(https://pytorch.org/get-started: the build for your GPU or CPU), then: pip install 'ouro[train]'"
-            )
+        if not missing:
+            return None
+        return (
+            f"researcher 'local-lm' needs the train extra (missing: {', '.join(missing)}). Install torch first "
+            "(https://pytorch.org/get-started: the build for your GPU or CPU), then: pip install 'ouro[train]'"
+        )
+
+    def build(self, env: Any) -> "LocalLMResearcher":
+        reason = self.unavailable()
+        if reason:
+            raise ImportError(reason)
         return LocalLMResearcher(self, env)
 
 
