@@ -21,7 +21,7 @@ import numpy as np
 
 from ouro.dialogue import judge_valid, verify_with_dialogue
 from ouro.journal import CallJournal
-from ouro.ledger import ArmLedger
+from ouro.ledger import ArmLedger, redone_on_resume
 from ouro.rng import stream
 from ouro.store import ArmStore, json_lines
 from ouro.types import Cost, ProposalBatch, is_invalid
@@ -332,7 +332,7 @@ class MethodCohort:
 
     def measure(self, generation: int) -> str | None:
         if self.store.has_record(generation):
-            return self.store.read_record(generation).get("stopped") or self.ledger.budget_stop()
+            return self.store.read_record(generation).get("stopped") or self._budget_stop(generation)
         start = time.perf_counter()
         proposals = self._final(generation)
         verdicts = self._get(generation, "verdicts")
@@ -362,8 +362,13 @@ class MethodCohort:
         self._timings[(generation, "measure")] = time.perf_counter() - start
         record["timings"] = self._timing_rows(generation)
         self._close_journals()  # every call of the generation has ended
-        self.store.write_record(generation, record, json_lines(lines), keep_calls=bool(stopped))
-        return stopped or self.ledger.budget_stop()
+        self.store.write_record(generation, record, json_lines(lines), keep_calls=redone_on_resume(stopped))
+        return stopped or self._budget_stop(generation)
+
+    def _budget_stop(self, generation: int) -> str | None:
+        """The cost limit stops an arm only with generations left: one that has just recorded
+        its last generation finished, and resuming it would do nothing."""
+        return self.ledger.budget_stop() if generation + 1 < self.loop.generations else None
 
     def _verdict_lines(self, generation: int, seed: int, methods: list, verdicts: list, valid, quality, good, batches, dialogue) -> list[dict]:
         """One seed's lines of verdicts.jsonl: every slot, with its oracle quality."""

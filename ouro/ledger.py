@@ -8,11 +8,15 @@ never counted twice. The run's spend is the sum over arms of their latest runnin
 totals: that is what ``cost_limit_usd`` is checked against at the end of each
 generation, and before an arm starts one.
 
-Three reasons to stop an arm early live here, worded once, and all may be lifted by
-``ouro resume``: the budget (raise it with ``--set cost_limit_usd=...``); a generation
-in which more than ``max_failed_share`` of a component's calls failed for good (the
-endpoint never answered); and a generation in which none of a component's calls gave
-output that validated (the endpoint answered; the model's output did not fit).
+Three reasons to stop an arm early live here, worded once, and ``ouro resume`` acts on
+each: the budget (the generation finished; raise the limit with ``--set
+cost_limit_usd=...`` and the arm goes on with the next one); a generation in which more
+than ``max_failed_share`` of a component's calls failed for good (the endpoint never
+answered); and a generation in which none of a component's calls gave output that
+validated (the endpoint answered; the model's output did not fit). After either of the
+last two, resume *redoes* the generation that stopped: its record is set aside, and only
+the calls without a usable answer are asked again, the call journal (``ouro.journal``)
+giving back the rest as paid.
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ def failure_stop(
     why = f"; last error: {last_error}" if last_error else ""
     return (
         f"{FAILURE_STOP}: {failed} of {total} {component} calls failed for good (the endpoint never answered), "
-        f"more than max_failed_share {limit:g}{why}. Fix the endpoint, then continue with: ouro resume {run_dir}"
+        f"more than max_failed_share {limit:g}{why}. Fix the endpoint, then redo this generation with: "
+        f"ouro resume {run_dir} (answers already received are reused, not paid for again)"
     )
 
 
@@ -129,7 +134,9 @@ def invalid_stop(component: str, invalid: int, total: int, valid: int, run_dir: 
     loop then has nothing to learn from (an empty pool leaves the researcher as it was),
     so every further generation would repeat this one at full price. That is nearly
     always the set-up (a server that ignores the schema, a model too small to follow
-    it), so the reason names the model and the schema, not the endpoint.
+    it), so the reason names the model and the schema, not the endpoint. ``ouro resume``
+    redoes the generation and asks those calls again, for after the model or server has
+    been fixed.
     """
     if total == 0 or valid or not invalid:
         return None
@@ -138,13 +145,19 @@ def invalid_stop(component: str, invalid: int, total: int, valid: int, run_dir: 
         f"{INVALID_STOP}: none of {total} {component} calls gave usable output; in {invalid} of them the model "
         f"answered, but its output never fitted the schema, re-asks included{why}. The endpoint works: check "
         f"that the model can follow the schema (for vLLM, structured_mode and the server's structured-output "
-        f"backend), then continue with: ouro resume {run_dir}"
+        f"backend), then redo this generation with: ouro resume {run_dir}"
     )
 
 
 def resumable(reason: str | None) -> bool:
     """Whether ``ouro resume`` may lift this stop (it re-checks the budget first)."""
     return bool(reason) and reason.startswith((BUDGET_STOP, FAILURE_STOP, INVALID_STOP))
+
+
+def redone_on_resume(reason: str | None) -> bool:
+    """Whether ``ouro resume`` redoes the generation that stopped for this reason (its
+    calls failed, or none validated) rather than going on with the next one."""
+    return bool(reason) and reason.startswith((FAILURE_STOP, INVALID_STOP))
 
 
 def verifier_failures(verdicts: Iterable[Verdict]) -> tuple[int, int, str]:

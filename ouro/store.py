@@ -15,7 +15,11 @@ Layout (see the README):
     work/ARM/gen-NNNNNN.calls.jsonl
                          the call journal of that generation (ouro/journal.py): every
                          model call's outcome, appended as it ends. Kept past the record
-                         of a generation that stopped early
+                         of a generation that stopped for failed or invalid calls, which
+                         resume redoes
+    arms/ARM/superseded/gen-NNNNNN.K.jsonl
+                         the record of a generation that stopped for failed or invalid
+                         calls, set aside when resume redid it (K counts the attempts)
     checkpoints.sqlite   LangGraph's checkpoints (where each arm's graph stands)
     metrics.csv, verdicts.jsonl, timings.csv, summary.json
                          assembled from the generation records when arms finish;
@@ -177,6 +181,19 @@ class ArmStore:
         if self._finished is not None:
             self._finished.add(generation)
         self.clear_work(generation, keep=(self.calls_path(generation),) if keep_calls else ())
+
+    def supersede(self, generation: int) -> Path:
+        """Set a finished generation's record aside (``arms/ARM/superseded/``), so that the
+        generation is open again and will be redone; returns where the record went."""
+        src = self.record_path(generation)
+        folder = self.records / "superseded"
+        folder.mkdir(parents=True, exist_ok=True)
+        k = 1 + sum(1 for _ in folder.glob(f"gen-{generation:06d}.*.jsonl"))
+        dst = folder / f"gen-{generation:06d}.{k}.jsonl"
+        os.replace(src, dst)
+        if self._finished is not None:
+            self._finished.discard(generation)
+        return dst
 
     def read_record(self, generation: int) -> dict:
         with open(self.record_path(generation), "rb") as f:

@@ -206,3 +206,95 @@ def test_kill_9_during_the_judge_stage_then_resume_pays_each_answer_once(tmp_pat
     assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
     assert verdicts_paid(out) == verdicts_paid(reference)
     assert not (out / "work").exists()  # every journal went with its generation's record
+
+
+# ------------------------------------------------------------------ D3: a stopped generation is redone
+
+
+def test_a_generation_stopped_for_failed_judge_calls_is_redone_asking_only_those(tmp_path: Path):
+    """The last (only) generation: 3 of 4 judge calls fail (HTTP 500, one attempt each).
+    Resume redoes it: the researcher's answer and the one verdict are read back, the three
+    failed calls asked again; the ledger counts every attempt the server saw, once."""
+    out = tmp_path / "run"
+    shape = ["--set", "seeds=1", "--set", "loop.generations=1", "--set", "loop.proposals=4"]
+    shape += ["--set", "researcher.feedback_rounds=0", "--set", "researcher.model.max_attempts=1"]
+    answers = AnswersByRequest()
+    with FakeOpenAI(["ok", "500", "500", "500"], models=MODELS, responder=answers) as server:
+        args = openai_args(server, *shape, "--set", judge_only(server, max_attempts=1))
+        result = ouro("run", "configs/openai.yaml", "--out", str(out), *args)
+        assert result.returncode == 0, result.stderr
+        assert "too many failed calls: 3 of 4 judge calls failed for good (the endpoint never answered)" in result.stderr
+        assert f"redo this generation with: ouro resume {out}" in result.stderr
+        assert server.requests == 5  # 1 researcher call (5 a request), 4 judge calls
+
+        resumed = ouro("resume", str(out), "--quiet", "--no-report")  # the server answers now
+        assert resumed.returncode == 0, resumed.stderr
+        assert "stopped" not in resumed.stderr
+        assert server.requests == 8  # only the 3 failed calls were asked again
+
+        again = ouro("resume", str(out), "--quiet", "--no-report")  # nothing left to do, and it says nothing of resuming
+        assert again.returncode == 0 and "stopped" not in again.stderr and "resume" not in again.stderr
+        assert server.requests == 8
+
+    lines = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and all(v["accept"] is not None for v in lines)
+    assert len(list((out / "arms" / "gpt-judge" / "superseded").glob("gen-000000.*.jsonl"))) == 1
+    books = ledger(out)["gpt-judge"]
+    assert books["calls"] == 8 == server.requests  # the 3 failed attempts are on the books too
+    assert (books["researcher"]["calls"], books["verifier"]["calls"]) == (1, 7)
+    assert books["tokens_in"] == 5 * TOKENS_IN  # 5 answers; a 500 carries no tokens
+    assert books["usd"] == pytest.approx(billed_usd(Counter(answers.asked)))
+
+
+def _vllm_run(server: FakeOpenAI, out: Path, *more: str):
+    args = [
+        "--set", f"researcher.model.base_url={server.sdk_base_url}",
+        "--set", "researcher.model.concurrency=1",  # one request at a time: the script's order is the calls'
+        "--set", "seeds=1", "--set", "arms=[{name: none, verifier: {kind: none}}]",
+        *more,
+    ]  # fmt: skip
+    return ouro("run", "configs/vllm-local.yaml", "--out", str(out), "--quiet", "--no-report", *args)
+
+
+def _metric_sums(run: Path) -> Counter:
+    out: Counter = Counter()
+    for row in csv.DictReader(open(run / "metrics.csv")):
+        out[row["metric"]] += float(row["value"])
+    return out
+
+
+# ------------------------------------------------------------------ D7: output that never validates
+
+
+def test_output_that_never_validates_is_named_for_what_it_is_and_redone_once_fixed(tmp_path: Path):
+    out = tmp_path / "run"
+    # 2 calls x 3 attempts (validation_retries 2) answered with text that is not JSON
+    with FakeOpenAI(["not_json"] * 6, models=MODELS, responder=AnswersByRequest()) as server:
+        result = _vllm_run(server, out, "--set", "loop.generations=1", "--set", "loop.proposals=2")
+        assert result.returncode == 0, result.stderr
+        stop = result.stderr.replace("\n", " ")
+        assert "model output never validated: none of 2 researcher calls gave usable output" in stop
+        assert "invalid output after 3 attempts: not valid JSON" in stop
+        assert "endpoint never answered" not in stop and "Fix the endpoint" not in stop
+        lines = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
+        assert [v["method"]["failed_call"] for v in lines] == [False, False]
+
+        resumed = ouro("resume", str(out), "--quiet", "--no-report")  # the model answers in JSON now
+        assert resumed.returncode == 0, resumed.stderr
+        assert "stopped" not in resumed.stderr
+        assert server.requests == 8  # the two calls asked again
+    assert _metric_sums(out)["invalid"] == 0
+    assert ledger(out)["none"]["researcher"]["calls"] == 8  # every attempt, the invalid ones too
+
+
+def test_a_share_of_invalid_output_is_measured_and_does_not_stop_the_run(tmp_path: Path):
+    out = tmp_path / "run"
+    with FakeOpenAI(["not_json"] * 2, models=MODELS, responder=AnswersByRequest()) as server:
+        # generation 0: two of its three calls never validate (no re-asks), the third does
+        more = ["--set", "loop.generations=2", "--set", "loop.proposals=3", "--set", "researcher.model.validation_retries=0"]
+        result = _vllm_run(server, out, *more)
+    assert result.returncode == 0, result.stderr
+    assert "stopped" not in result.stderr
+    assert len(list((out / "arms" / "none").glob("gen-*.jsonl"))) == 2
+    sums = _metric_sums(out)
+    assert sums["invalid"] == 2 and sums["researcher_failed"] == 2
