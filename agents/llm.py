@@ -29,8 +29,6 @@ from .method_kinds import METHOD_KINDS
 from .prompts import prompt_hash, researcher_messages, revision_messages
 from .providers import AnyProviderConfig, CallResult, Provider, shared_provider
 
-_INVALID_PREFIX = "invalid output"  # how the provider layer words a reply that never validated
-
 
 @RESEARCHERS.register
 class LLMResearcherConfig(ResearcherConfig):
@@ -151,15 +149,14 @@ class LLMResearcher:
             methods = self.kind.unpack(self.env, result.value)
             return ProposalBatch(methods=methods, provenance=[dict(origin) for _ in methods], cost=result.cost, requests=1)
         error = result.error or "unknown error"
-        placeholder = InvalidProposal(
-            invalid=error, raw=result.raw[:500], failed_call=not error.startswith(_INVALID_PREFIX)
-        )
+        placeholder = InvalidProposal(invalid=error, raw=result.raw[:500], failed_call=not result.invalid)
         return ProposalBatch(
             methods=[placeholder] * count,
             provenance=[dict(origin) for _ in range(count)],
             cost=result.cost,
             requests=1,
             failed=1,
+            failed_calls=0 if result.invalid else 1,
             last_error=error,
         )
 

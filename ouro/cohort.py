@@ -21,7 +21,8 @@ import numpy as np
 
 from ouro import interrupt
 from ouro.dialogue import judge_valid, verify_with_dialogue
-from ouro.ledger import ArmLedger
+from ouro.journal import CallJournal
+from ouro.ledger import ArmLedger, redone_on_resume
 from ouro.rng import stream
 from ouro.store import ArmStore, json_lines
 from ouro.types import Cost, ProposalBatch, is_invalid
@@ -92,6 +93,7 @@ class MethodCohort:
         self._state_generation: int | None = None  # generation whose starting state the researchers hold
         self._memory: dict[tuple[int, str], Any] = {}
         self._timings: dict[tuple[int, str], float] = {}
+        self._journals: dict[int, CallJournal] = {}
 
     def _run_async(self, coroutine):
         """Run a coroutine on this cohort's own event loop, kept for its whole life, so that
@@ -129,11 +131,37 @@ class MethodCohort:
     }
     # "batches" (what proposing cost) is saved before "proposals", and "dialogue" (revised
     # proposals) before "verdicts": the later file's presence means the stage finished.
+    # Within a stage, each model call is saved the moment it ends, in the generation's call
+    # journal (ouro/journal.py): a process killed mid-stage loses no answer it was given.
     _PERSISTED = ("batches", "proposals", "dialogue", "verdicts")
 
     @functools.cached_property
     def _costly(self) -> bool:
         return bool(getattr(self.verifier, "costly", False) or getattr(self.researchers[self.seeds[0]], "costly", False))
+
+    def _journal(self, generation: int) -> CallJournal | None:
+        """The generation's call journal, for arms whose components make model calls."""
+        if not self._costly:
+            return None
+        journal = self._journals.get(generation)
+        if journal is None:
+            self._close_journals()
+            journal = self._journals[generation] = CallJournal(self.store.calls_path(generation))
+        return journal
+
+    def _close_journals(self) -> None:
+        for journal in self._journals.values():
+            journal.close()
+        self._journals.clear()
+
+    async def _scoped(self, generation: int, scope: str, work):
+        """Await ``work`` (a coroutine) with its model calls journaled under ``scope``; the
+        tasks it starts inherit the scope."""
+        journal = self._journal(generation)
+        if journal is None:
+            return await work
+        with journal.scope(scope):
+            return await work
 
     def _put(self, generation: int, stage: str, value: Any) -> None:
         # keep this generation's outputs and the previous pools (the next generation's context)
@@ -182,7 +210,8 @@ class MethodCohort:
         return self._get(generation, "proposals")
 
     def close(self) -> None:
-        """Close the model clients opened on this cohort's event loop, then the loop."""
+        """Close the call journal, the model clients opened on this cohort's event loop, then the loop."""
+        self._close_journals()
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
@@ -213,7 +242,10 @@ class MethodCohort:
             if self._async_propose:
 
                 async def propose_all() -> list[ProposalBatch]:
-                    asks = (self.researchers[s].apropose(n, stream(s, generation, "propose")) for s in self.seeds)
+                    asks = (
+                        self._scoped(generation, f"propose/s{s}", self.researchers[s].apropose(n, stream(s, generation, "propose")))
+                        for s in self.seeds
+                    )
                     return await asyncio.gather(*asks)
 
                 batches = dict(zip(self.seeds, self._run_async(propose_all())))
@@ -247,6 +279,9 @@ class MethodCohort:
 
             async def judge_all() -> list:
                 async def one(s: int):
+                    return await self._scoped(generation, f"verify/s{s}", judge(s))
+
+                async def judge(s: int):
                     if self._rounds:  # the researcher-verifier dialogue
                         return await verify_with_dialogue(
                             self.verifier,
@@ -306,7 +341,7 @@ class MethodCohort:
 
     def measure(self, generation: int) -> str | None:
         if self.store.has_record(generation):
-            return self.store.read_record(generation).get("stopped") or self.ledger.budget_stop()
+            return self.store.read_record(generation).get("stopped") or self._budget_stop(generation)
         start = time.perf_counter()
         proposals = self._final(generation)
         verdicts = self._get(generation, "verdicts")
@@ -335,8 +370,14 @@ class MethodCohort:
             record["stopped"] = stopped
         self._timings[(generation, "measure")] = time.perf_counter() - start
         record["timings"] = self._timing_rows(generation)
-        self.store.write_record(generation, record, json_lines(lines))
-        return stopped or self.ledger.budget_stop()
+        self._close_journals()  # every call of the generation has ended
+        self.store.write_record(generation, record, json_lines(lines), keep_calls=redone_on_resume(stopped))
+        return stopped or self._budget_stop(generation)
+
+    def _budget_stop(self, generation: int) -> str | None:
+        """The cost limit stops an arm only with generations left: one that has just recorded
+        its last generation finished, and resuming it would do nothing."""
+        return self.ledger.budget_stop() if generation + 1 < self.loop.generations else None
 
     def _verdict_lines(self, generation: int, seed: int, methods: list, verdicts: list, valid, quality, good, batches, dialogue) -> list[dict]:
         """One seed's lines of verdicts.jsonl: every slot, with its oracle quality."""

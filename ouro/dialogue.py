@@ -84,7 +84,11 @@ async def verify_with_dialogue(
         fresh: list[tuple[int, Any, dict | None]] = []
         for i, batch in zip(slots, batches):
             outcome.revision += ProposalBatch(
-                cost=batch.cost, requests=batch.requests, failed=batch.failed, last_error=batch.last_error
+                cost=batch.cost,
+                requests=batch.requests,
+                failed=batch.failed,
+                failed_calls=batch.failed_calls,
+                last_error=batch.last_error,
             )
             if batch.methods and not is_invalid(batch.methods[0]):
                 fresh.append((i, batch.methods[0], batch.provenance[0] if batch.provenance else None))

@@ -8,10 +8,15 @@ never counted twice. The run's spend is the sum over arms of their latest runnin
 totals: that is what ``cost_limit_usd`` is checked against at the end of each
 generation, and before an arm starts one.
 
-Two reasons to stop an arm early live here, worded once, and both may be lifted by
-``ouro resume``: the budget (raise it with ``--set cost_limit_usd=...``) and a
-generation in which more than ``max_failed_share`` of a component's calls failed for
-good (fix the endpoint, then resume).
+Three reasons to stop an arm early live here, worded once, and ``ouro resume`` acts on
+each: the budget (the generation finished; raise the limit with ``--set
+cost_limit_usd=...`` and the arm goes on with the next one); a generation in which more
+than ``max_failed_share`` of a component's calls failed for good (the endpoint never
+answered); and a generation in which none of a component's calls gave output that
+validated (the endpoint answered; the model's output did not fit). After either of the
+last two, resume *redoes* the generation that stopped: its record is set aside, and only
+the calls without a usable answer are asked again, the call journal (``ouro.journal``)
+giving back the rest as paid.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from ouro.store import ArmStore
-from ouro.types import Cost, ProposalBatch, Verdict
+from ouro.types import JUDGE_FAILED, JUDGE_INVALID, Cost, ProposalBatch, Verdict
 
 BUDGET_STOP = "cost limit reached"
 FAILURE_STOP = "too many failed calls"
+INVALID_STOP = "model output never validated"
 RESEARCHER_COST_METRICS = ("tokens_in", "tokens_out", "usd", "calls", "retries")
 
 
@@ -99,26 +105,74 @@ def budget_stop(run_dir: Path, arms: Iterable[str], limit: float | None) -> str 
 def failure_stop(
     component: str, failed: int, total: int, limit: float | None, run_dir: Path, last_error: str = ""
 ) -> str | None:
-    """The reason to stop when more than ``limit`` of a component's calls failed for good."""
+    """The reason to stop when more than ``limit`` of a component's calls failed for good:
+    the endpoint never answered them (retries and time budget spent, or an error not worth
+    retrying). Calls whose output never validated are not failed calls (see
+    :func:`invalid_stop`)."""
     if limit is None or total == 0 or failed / total <= limit:
         return None
     why = f"; last error: {last_error}" if last_error else ""
     return (
-        f"{FAILURE_STOP}: {failed} of {total} {component} calls failed for good, more than "
-        f"max_failed_share {limit:g}{why}. Fix the endpoint, then continue with: ouro resume {run_dir}"
+        f"{FAILURE_STOP}: {failed} of {total} {component} calls failed for good (the endpoint never answered), "
+        f"more than max_failed_share {limit:g}{why}. Fix the endpoint, then redo this generation with: "
+        f"ouro resume {run_dir} (answers already received are reused, not paid for again)"
+    )
+
+
+def invalid_stop(component: str, invalid: int, total: int, valid: int, run_dir: Path, last_error: str = "") -> str | None:
+    """The reason to stop when none of a component's calls gave output that validated.
+
+    Invalid output does not count towards the failure stop, and a share of it never stops
+    a run. The endpoint answered, was paid, and what the model said after its re-asks
+    (``validation_retries``) is an outcome of the experiment, not an outage: a researcher
+    whose proposals degrade into text that no longer parses is collapsing, and
+    ``invalid`` (researcher) and ``unscored`` (judge) measure it. Stopping at
+    ``max_failed_share`` would cut off the very generations that show it, and "fix the
+    endpoint" would send the user after a server that works.
+
+    Only a generation in which *nothing* validated stops the arm (``valid == 0``): the
+    loop then has nothing to learn from (an empty pool leaves the researcher as it was),
+    so every further generation would repeat this one at full price. That is nearly
+    always the set-up (a server that ignores the schema, a model too small to follow
+    it), so the reason names the model and the schema, not the endpoint. ``ouro resume``
+    redoes the generation and asks those calls again, for after the model or server has
+    been fixed.
+    """
+    if total == 0 or valid or not invalid:
+        return None
+    why = f"; last: {last_error}" if last_error else ""
+    return (
+        f"{INVALID_STOP}: none of {total} {component} calls gave usable output; in {invalid} of them the model "
+        f"answered, but its output never fitted the schema, re-asks included{why}. The endpoint works: check "
+        f"that the model can follow the schema (for vLLM, structured_mode and the server's structured-output "
+        f"backend), then redo this generation with: ouro resume {run_dir}"
     )
 
 
 def resumable(reason: str | None) -> bool:
     """Whether ``ouro resume`` may lift this stop (it re-checks the budget first)."""
-    return bool(reason) and reason.startswith((BUDGET_STOP, FAILURE_STOP))
+    return bool(reason) and reason.startswith((BUDGET_STOP, FAILURE_STOP, INVALID_STOP))
+
+
+def redone_on_resume(reason: str | None) -> bool:
+    """Whether ``ouro resume`` redoes the generation that stopped for this reason (its
+    calls failed, or none validated) rather than going on with the next one."""
+    return bool(reason) and reason.startswith((FAILURE_STOP, INVALID_STOP))
 
 
 def verifier_failures(verdicts: Iterable[Verdict]) -> tuple[int, int, str]:
-    """(unscored, judged, last reason) over verdicts that came from calls."""
+    """(failed calls, judged, last reason) over verdicts that came from calls."""
     judged = [v for v in verdicts if v.cost.calls > 0]
-    failed = [v for v in judged if v.accept is None]
+    failed = [v for v in judged if v.accept is None and v.rationale.startswith(JUDGE_FAILED)]
     return len(failed), len(judged), failed[-1].rationale if failed else ""
+
+
+def verifier_invalid(verdicts: Iterable[Verdict]) -> tuple[int, int, int, str]:
+    """(invalid outputs, judged, scored, last reason) over verdicts that came from calls."""
+    judged = [v for v in verdicts if v.cost.calls > 0]
+    invalid = [v for v in judged if v.accept is None and v.rationale.startswith(JUDGE_INVALID)]
+    scored = sum(1 for v in judged if v.accept is not None)
+    return len(invalid), len(judged), scored, invalid[-1].rationale if invalid else ""
 
 
 def spend_summary(spend: dict[str, Any] | None) -> dict[str, Any]:
@@ -177,18 +231,28 @@ class ArmLedger:
         return budget_stop(self.store.run_dir, arms, self.config.cost_limit_usd)
 
     def failure_stop(self, batches: dict, dialogue: dict, verdicts: dict) -> str | None:
-        """Stop when more than a component's ``max_failed_share`` of its calls failed for good."""
+        """Stop when more than a component's ``max_failed_share`` of its calls failed for
+        good, or when none of its calls gave output that validated (``invalid_stop``)."""
         run_dir = self.store.run_dir
         if batches:
             parts = [*batches.values(), *(d.revision for d in dialogue.values())]
             last = next((b.last_error for b in reversed(parts) if b.last_error), "")
-            failed, requests = sum(b.failed for b in parts), sum(b.requests for b in parts)
-            reason = failure_stop("researcher", failed, requests, self.researcher.max_failed_share, run_dir, last)
+            requests, failed = sum(b.requests for b in parts), sum(b.failed for b in parts)
+            failed_calls = sum(b.failed_calls for b in parts)
+            reason = failure_stop("researcher", failed_calls, requests, self.researcher.max_failed_share, run_dir, last)
+            reason = reason or invalid_stop("researcher", failed - failed_calls, requests, requests - failed, run_dir, last)
             if reason:
                 return reason
         limit = getattr(self.verifier, "max_failed_share", None)
-        failed, judged, last = verifier_failures(v for vs in verdicts.values() for v in vs)
-        return failure_stop("judge", failed, judged, limit, run_dir, last)
+        if limit is None:
+            return None
+        judged_verdicts = [v for vs in verdicts.values() for v in vs]
+        failed, judged, last = verifier_failures(judged_verdicts)
+        reason = failure_stop("judge", failed, judged, limit, run_dir, last)
+        if reason:
+            return reason
+        invalid, judged, scored, last = verifier_invalid(judged_verdicts)
+        return invalid_stop("judge", invalid, judged, scored, run_dir, last)
 
     def provenance(self, origin: dict | None) -> dict:
         """Where an accepted proposal came from, and who accepted it."""

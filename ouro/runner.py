@@ -29,7 +29,8 @@ from ouro import interrupt
 from ouro.cohort import build_cohort
 from ouro.config import ConfigError, dump_config, validate
 from ouro.graph import DURABILITY, build_graph, sqlite_checkpointer, thread_config
-from ouro.ledger import budget_stop, resumable
+from ouro.journal import forget_invalid
+from ouro.ledger import INVALID_STOP, budget_stop, redone_on_resume, resumable
 from ouro.store import RunDir, atomic_write_text, sync_records
 
 
@@ -56,29 +57,37 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
     """Start or continue one arm's graph until it ends; returns where it ended.
 
     ``answer`` answers the arm's interrupts (a person's questions); an arm that asks and
-    has no answerer is an error, never a silent wait. An arm that stopped early for a
-    reason ``resume`` may lift (the cost limit, too many failed calls) continues from the
-    next generation; an arm does not start a generation while the run is over its cost
-    limit.
+    has no answerer is an error, never a silent wait. An arm that stopped because a
+    generation's calls failed (or none of its outputs validated) redoes that generation:
+    its record is set aside, and its call journal gives back every answer already paid
+    for, so only the calls without one are made again. An arm stopped by the cost limit
+    continues from the next generation; an arm does not start a generation while the run
+    is over its cost limit.
     """
     interrupt.check()  # an arm queued before a Ctrl-C does not start after it
     run_dir_p = Path(run_dir)
     config = load_run_config(run_dir_p)
     generations = config.loop.generations
+    rd = RunDir(run_dir_p)
+    store = rd.arm(arm)
+    # Where the arm stands is read from its generation records: a process killed between
+    # a node's writes and its checkpoint can leave a thread whose ``next`` is empty
+    # although it has not ended.
+    finished = set(store.finished_generations())
+    first_open = next((g for g in range(generations) if g not in finished), generations)
+    stopped = store.read_record(first_open - 1).get("stopped") if first_open > 0 else None
+    if redone_on_resume(stopped):
+        if stopped.startswith(INVALID_STOP):  # the model (or its server) was fixed: ask it again
+            forget_invalid(store.calls_path(first_open - 1))
+        store.supersede(first_open - 1)
+        first_open, stopped = first_open - 1, None
     over_budget = budget_stop(run_dir_p, [a.name for a in config.arms], config.cost_limit_usd)
     cohort = build_cohort(config, arm, run_dir_p)
-    rd = RunDir(run_dir_p)
     try:
         with sqlite_checkpointer(rd.checkpoints) as saver:
             graph = build_graph(cohort, generations, saver)
             cfg = thread_config(arm, generations)
             snapshot = graph.get_state(cfg)
-            # Where the arm stands is read from its generation records: a process killed
-            # between a node's writes and its checkpoint can leave a thread whose ``next``
-            # is empty although it has not ended.
-            finished = set(rd.arm(arm).finished_generations())
-            first_open = next((g for g in range(generations) if g not in finished), generations)
-            stopped = rd.arm(arm).read_record(first_open - 1).get("stopped") if first_open > 0 else None
             lift = bool(stopped) and resumable(stopped)
             if first_open >= generations or (stopped and not lift):
                 return ArmOutcome(arm, first_open, stopped)

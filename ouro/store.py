@@ -12,6 +12,14 @@ Layout (see the README):
     work/ARM/gen-NNNNNN.STAGE.pkl
                          outputs of the stages of the generation in flight (proposals,
                          verdicts, ...), so that a resumed run redoes no paid-for work
+    work/ARM/gen-NNNNNN.calls.jsonl
+                         the call journal of that generation (ouro/journal.py): every
+                         model call's outcome, appended as it ends. Kept past the record
+                         of a generation that stopped for failed or invalid calls, which
+                         resume redoes
+    arms/ARM/superseded/gen-NNNNNN.K.jsonl
+                         the record of a generation that stopped for failed or invalid
+                         calls, set aside when resume redid it (K counts the attempts)
     checkpoints.sqlite   LangGraph's checkpoints (where each arm's graph stands)
     metrics.csv, verdicts.jsonl, timings.csv, summary.json
                          assembled from the generation records when arms finish;
@@ -157,18 +165,35 @@ class ArmStore:
             self._finished = set(self.finished_generations())
         return generation in self._finished
 
-    def write_record(self, generation: int, record: dict, verdict_lines: bytes = b"", durable: bool = True) -> None:
+    def write_record(
+        self, generation: int, record: dict, verdict_lines: bytes = b"", durable: bool = True, keep_calls: bool = False
+    ) -> None:
         """The generation's record, and its verdict lines (JSON Lines) after it.
 
         ``durable=False`` skips the fsync, for records that hold nothing a replay does not
-        recompute (a vectorized cohort's markers of generations it did not record)."""
+        recompute (a vectorized cohort's markers of generations it did not record).
+        ``keep_calls`` keeps the generation's call journal, for a generation that resume
+        will redo."""
         path = self.record_path(generation)
         atomic_write_bytes(path, to_json(record) + b"\n" + verdict_lines)
         if durable:
             _sync_later(path)
         if self._finished is not None:
             self._finished.add(generation)
-        self.clear_work(generation)
+        self.clear_work(generation, keep=(self.calls_path(generation),) if keep_calls else ())
+
+    def supersede(self, generation: int) -> Path:
+        """Set a finished generation's record aside (``arms/ARM/superseded/``), so that the
+        generation is open again and will be redone; returns where the record went."""
+        src = self.record_path(generation)
+        folder = self.records / "superseded"
+        folder.mkdir(parents=True, exist_ok=True)
+        k = 1 + sum(1 for _ in folder.glob(f"gen-{generation:06d}.*.jsonl"))
+        dst = folder / f"gen-{generation:06d}.{k}.jsonl"
+        os.replace(src, dst)
+        if self._finished is not None:
+            self._finished.discard(generation)
+        return dst
 
     def read_record(self, generation: int) -> dict:
         with open(self.record_path(generation), "rb") as f:
@@ -199,9 +224,14 @@ class ArmStore:
             return None
         return pickle.loads(path.read_bytes())
 
-    def clear_work(self, generation: int) -> None:
+    def calls_path(self, generation: int) -> Path:
+        """The generation's call journal (``ouro.journal.CallJournal``)."""
+        return self.work / f"gen-{generation:06d}.calls.jsonl"
+
+    def clear_work(self, generation: int, keep: tuple[Path, ...] = ()) -> None:
         for p in self.work.glob(f"gen-{generation:06d}.*") if self.work.is_dir() else []:
-            p.unlink(missing_ok=True)
+            if p not in keep:
+                p.unlink(missing_ok=True)
 
 
 class RunDir:
@@ -244,5 +274,5 @@ class RunDir:
         atomic_write_text(self.path / "metrics.csv", metrics.getvalue())
         atomic_write_bytes(self.path / "verdicts.jsonl", b"".join(verdict_lines))
         atomic_write_text(self.path / "timings.csv", timings.getvalue())
-        if (self.path / "work").is_dir() and not any((self.path / "work").rglob("*.pkl")):
+        if (self.path / "work").is_dir() and not any(p.is_file() for p in (self.path / "work").rglob("*")):
             shutil.rmtree(self.path / "work", ignore_errors=True)

@@ -48,6 +48,12 @@ class Verdict(BaseModel):
     evidence: dict | None = None
 
 
+# How a model judge words an unscored verdict (the start of its rationale), so that the
+# ledger tells an endpoint that never answered from a model whose output never validated.
+JUDGE_FAILED = "judge call failed"
+JUDGE_INVALID = "judge output invalid"
+
+
 class InvalidProposal(BaseModel):
     """A slot the researcher failed to fill: output that never validated after its
     re-asks, or a call that failed for good.
@@ -87,8 +93,9 @@ class ProposalBatch(BaseModel):
     making them cost, so that the ledger counts proposing as well as judging.
 
     ``requests`` counts logical requests (one per batch of ``per_call`` proposals),
-    ``failed`` those that ended without a valid answer; ``cost.calls`` counts HTTP
-    attempts. ``provenance[i]`` says where proposal i came from (provider, model,
+    ``failed`` those that ended without a valid answer, and ``failed_calls`` those of
+    them whose request itself failed (the endpoint never answered; the others got output
+    that never validated); ``cost.calls`` counts HTTP attempts. ``provenance[i]`` says where proposal i came from (provider, model,
     adapter, prompt hash).
     """
 
@@ -99,6 +106,7 @@ class ProposalBatch(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     requests: int = 0
     failed: int = 0
+    failed_calls: int = 0
     last_error: str = ""
 
     def __add__(self, other: "ProposalBatch") -> "ProposalBatch":
@@ -108,5 +116,6 @@ class ProposalBatch(BaseModel):
             cost=self.cost + other.cost,
             requests=self.requests + other.requests,
             failed=self.failed + other.failed,
+            failed_calls=self.failed_calls + other.failed_calls,
             last_error=other.last_error or self.last_error,
         )

@@ -1,6 +1,7 @@
 """The ledger: spend per generation and arm adds up; the cost limit stops a run at the end
 of a generation and `ouro resume --set cost_limit_usd=...` continues it to the same
-result; failed calls stop an arm until the endpoint is fixed; resume refuses unsafe changes."""
+result; failed calls stop an arm until the endpoint is fixed, and resume then redoes the generation;
+resume refuses unsafe changes."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_cost_limit_stops_and_resume_with_a_higher_limit_continues(scripted_run:
     assert (out / "metrics.csv").read_bytes() == (scripted_run / "metrics.csv").read_bytes()
 
 
-def test_failed_calls_stop_the_arm_and_resume_continues_once_the_endpoint_answers(tmp_path: Path):
+def test_failed_calls_stop_the_arm_and_resume_redoes_the_generation_once_the_endpoint_answers(tmp_path: Path):
     out = tmp_path / "flaky"
     with FakeOpenAI(["500", "500"], models=["Qwen/Qwen2.5-7B-Instruct"], responder=ModelAnswers()) as server:
         args = [
@@ -92,9 +93,12 @@ def test_failed_calls_stop_the_arm_and_resume_continues_once_the_endpoint_answer
         assert sums[("none", "invalid")] == 2 and sums[("none", "researcher_failed")] == 2
 
         resumed = ouro("resume", str(out), "--quiet")  # the server answers now
+        assert server.requests == 6  # generation 0's two calls again, then generation 1's two
     assert resumed.returncode == 0, resumed.stderr
     assert len(list((out / "arms" / "none").glob("gen-*.jsonl"))) == 2
-    assert _metric_sums(out)[("none", "invalid")] == 2  # generation 1 was all valid
+    assert _metric_sums(out)[("none", "invalid")] == 0  # generation 0 was redone, and is valid now
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"]["none"]["ledger"]["researcher"]["calls"] == 6  # the failed attempts too
 
 
 def test_a_judge_failing_past_its_share_fails_the_generation():

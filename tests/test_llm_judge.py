@@ -95,8 +95,10 @@ def test_faults_end_as_the_rules_say(env, flavour, script, accept, calls):
     assert verdict.accept is accept
     assert verdict.cost.calls == calls == server.requests  # the ledger counts every attempt
     assert verdict.cost.retries == calls - 1
-    if accept is None:
-        assert verdict.rationale.startswith("judge call failed: ") and verdict.score is None
+    if accept is None:  # the endpoint failed, or it answered and the output never validated
+        invalid = script[0] in ("bad_schema", "not_json")
+        assert verdict.rationale.startswith("judge output invalid: " if invalid else "judge call failed: ")
+        assert verdict.score is None
 
 
 def test_montecarlo_evidence_is_shown_and_paid_for(env):

@@ -5,9 +5,9 @@ Carlo comparison with the baseline on the arm's common random numbers; it answer
 structured output, accept, predicted quality and a rationale. Its precision and recall
 against the oracle are measured like any verifier's.
 
-A call that fails for good (transport errors past the retry budget, or output that never
-validates) is an *unscored* verdict with the reason: counted, never turned into a
-reject. Every attempt's tokens, dollars, wall time and retries go into the verdict's
+A call that fails for good (transport errors past the retry budget: rationale ``judge
+call failed: ...``) or whose output never validates (``judge output invalid: ...``) is an
+*unscored* verdict with the reason: counted, never turned into a reject. Every attempt's tokens, dollars, wall time and retries go into the verdict's
 cost, and the Monte Carlo replications too when evidence was simulated.
 """
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ouro.agents.prompts import judge_messages
 from ouro.agents.providers import Provider, shared_provider
 from ouro.stats import log_efficiency_gain, one_sided_p
-from ouro.types import Cost, Verdict
+from ouro.types import JUDGE_FAILED, JUDGE_INVALID, Cost, Verdict
 
 from .base import JudgeContext
 
@@ -96,7 +96,8 @@ class LLMJudge:
             cost = result.cost + Cost(replications=replications)
             seen = {"montecarlo": ev} if ev else None  # what the judge saw, and what a revising researcher is shown
             if not result.ok:
-                return Verdict(accept=None, rationale=f"judge call failed: {result.error}", cost=cost, evidence=seen)
+                what = JUDGE_INVALID if result.invalid else JUDGE_FAILED
+                return Verdict(accept=None, rationale=f"{what}: {result.error}", cost=cost, evidence=seen)
             reply: JudgeReply = result.value  # type: ignore[assignment]
             return Verdict(
                 accept=reply.accept,

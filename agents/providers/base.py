@@ -14,7 +14,10 @@ experiment survives a flaky API lives here, once:
   information ledger shows what retries really spent;
 * a call never raises for an API failure: it returns a :class:`CallResult` whose
   ``error`` says why. A judge that failed is *unscored*, never a reject, and the
-  caller can only tell the difference if failures come back as values.
+  caller can only tell the difference if failures come back as values;
+* inside a call-journal scope (``ouro.journal``: the cohort opens one for each seed's
+  model work), a call's outcome is saved as soon as it ends, and an answer saved by a
+  process that died is returned with its recorded cost instead of being asked again.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from tenacity import (
     wait_random,
 )
 
+from ouro.journal import FAILED, INVALID, OK, slot_for
 from ouro.types import Cost
 
 Message = dict[str, str]
@@ -122,6 +126,11 @@ class CallResult(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     raw: str = ""
     model: str = ""
+    invalid: bool = False
+    """The model answered, but its output never validated (``error`` says why): unlike a
+    failed call, the endpoint works."""
+    replayed: bool = False
+    """Read back from the call journal: paid for by an earlier process, not asked again."""
 
     @property
     def ok(self) -> bool:
@@ -235,6 +244,49 @@ class Provider(abc.ABC):
     async def structured(self, messages: list[Message], schema: type[M]) -> CallResult:
         """Ask for an instance of ``schema``; re-ask with the validation error when the
         reply does not parse, up to ``validation_retries`` times."""
+        slot = slot_for(self.request_model, messages, schema.__name__)  # before any await
+        if slot is None:
+            return await self._structured(messages, schema)
+        saved = slot.saved()
+        if saved is not None:
+            if saved["outcome"] == INVALID:
+                return self._replay(saved, error=saved["error"], invalid=True)
+            try:
+                return self._replay(saved, value=schema.model_validate_json(_strip_fences(saved["raw"])))
+            except ValidationError:
+                pass  # cannot happen unless the schema changed: ask again
+        return self._journaled(slot, await self._structured(messages, schema))
+
+    async def chat(self, messages: list[Message]) -> CallResult:
+        """Plain text. ``result.text`` is the reply; ``result.error`` is set on failure."""
+        slot = slot_for(self.request_model, messages, "")
+        if slot is None:
+            return await self._chat(messages)
+        saved = slot.saved()
+        if saved is not None:
+            return self._replay(saved)
+        return self._journaled(slot, await self._chat(messages))
+
+    def _replay(self, saved: dict, **fields: Any) -> CallResult:
+        return CallResult(
+            cost=Cost(**saved["cost"]), raw=saved["raw"], model=saved["model"] or self.request_model, replayed=True, **fields
+        )
+
+    @staticmethod
+    def _journaled(slot: Any, result: CallResult) -> CallResult:
+        """Save a call's outcome. Attempts at the same call that failed for good earlier (in
+        a process that died, or in a generation being redone) are added to its cost: the
+        line of an answer carries every attempt it took, the line of a failure only its
+        own (the next try adds them all up)."""
+        own = result.cost
+        earlier = slot.earlier_failures()
+        if earlier is not None:
+            result.cost = own + earlier
+        outcome = OK if result.ok else INVALID if result.invalid else FAILED
+        slot.save(outcome, own if outcome == FAILED else result.cost, result.raw, result.error or "", result.model)
+        return result
+
+    async def _structured(self, messages: list[Message], schema: type[M]) -> CallResult:
         tally = _Tally()
         convo = list(messages)
         raw = ""
@@ -255,10 +307,9 @@ class Provider(abc.ABC):
                 continue
             return self._result(tally, value=value, raw=raw)
         attempts = self.config.validation_retries + 1
-        return self._result(tally, error=f"invalid output after {attempts} attempts: {reason}", raw=raw)
+        return self._result(tally, error=f"invalid output after {attempts} attempts: {reason}", raw=raw, invalid=True)
 
-    async def chat(self, messages: list[Message]) -> CallResult:
-        """Plain text. ``result.text`` is the reply; ``result.error`` is set on failure."""
+    async def _chat(self, messages: list[Message]) -> CallResult:
         tally = _Tally()
         reply = await self._request(list(messages), None, tally)
         if isinstance(reply, str):
