@@ -477,7 +477,8 @@ def describe_exception(exc: BaseException) -> str:
     The SDKs word every transport failure alike ("Connection error.", and the openai SDK's
     aiohttp transport reports a dropped connection as "Request timed out."); the
     exception they raise it from says what happened (``ServerDisconnectedError: Server
-    disconnected``). A :class:`MalformedResponse` says itself what the body was.
+    disconnected``). A validation error under a :class:`MalformedResponse` is left out:
+    the exception quotes the body, and pydantic's report adds several lines, not news.
     """
     status = getattr(exc, "status_code", None)
     message = _message(exc)
