@@ -57,7 +57,10 @@ class Environment(Protocol):
 
     def is_good(self, quality: np.ndarray) -> np.ndarray: ...
 
-    def diversity(self, methods: list) -> dict[str, float]: ...
+    def diversity(self, methods: list) -> dict[str, float]:
+        """Diversity measures of ``methods``; NaN, never 0, for an empty list (a generation
+        without valid proposals has no diversity, and a 0 would read as a collapse)."""
+        ...
 
 
 class EnvironmentConfig(ComponentConfig):

@@ -69,7 +69,7 @@ def summary_table(summary: dict) -> Table:
         extra = [_spent(a.get("ledger", {}).get("researcher", {}))] if proposing else []
         table.add_row(
             name,
-            f"[{colors.get(a['verdict'], 'white')}]{a['verdict']}[/]",
+            f"[{colors.get(a['verdict'], 'white')}]{a['verdict']}[/]" if a["verdict"] else "–",
             f"{_fmt(qa['start'])} → {_fmt(qa['end'])}",
             f"{_fmt(qa['delta'])} {_ci(qa['delta_ci'])}",
             f"{_fmt(da['start'])} → {_fmt(da['end'])}",
@@ -78,7 +78,17 @@ def summary_table(summary: dict) -> Table:
             spent,
             *extra,
         )
+    table.caption = no_verdict_note(summary)
     return table
+
+
+def no_verdict_note(summary: dict) -> str | None:
+    """Which arms have no verdict (–), and what data they lack: one line, or None."""
+    missing: dict[str, list[str]] = {}
+    for name, a in summary["arms"].items():
+        if not a["verdict"]:
+            missing.setdefault(a.get("verdict_missing") or "missing data", []).append(name)
+    return "; ".join(f"no verdict for {', '.join(arms)}: {why}" for why, arms in missing.items()) or None
 
 
 def _share(value, ci) -> str:

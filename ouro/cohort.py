@@ -425,7 +425,7 @@ class MethodCohort:
 
         Invalid slots (``InvalidProposal``) are left out of every metric, as they are never
         judged. A seed may have no slot at all (a researcher whose every output was
-        unusable): its means are NaN and its counts 0.
+        unusable): its means and its diversity are NaN (never 0), its counts 0.
         """
         verifier_metrics = getattr(self.verifier, "metrics", None)  # e.g. an audit's confusion counts
         rows = []

@@ -155,28 +155,42 @@ def _list_index(items: list, part: str, path: str) -> int:
 
 def _field_path(loc: tuple, data: Any) -> str:
     """Render a pydantic error location against the input, dropping union tags."""
-    out, node = [], data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str):
-            if part in node:
-                out.append(part)
-                node = node[part]
-            elif part in (node.get("kind"), node.get("provider")):
-                continue  # a discriminated union's tag, not a field
-            else:
-                out.append(part)
-                node = None
-        elif isinstance(node, dict) and isinstance(part, int):
-            continue  # a single mapping given where a list is accepted (e.g. one dgp)
-        elif isinstance(node, list) and isinstance(part, int):
-            out.append(f"[{part}]")
-            node = node[part] if 0 <= part < len(node) else None
-        else:
-            if isinstance(part, str) and "[" in part:  # e.g. 'function-after[...]'
-                continue
-            out.append(f"[{part}]" if isinstance(part, int) else str(part))
-            node = None
+    out, _ = _walk(loc, data)
     return ".".join(out).replace(".[", "[") or "(top level)"
+
+
+def _walk(loc: tuple, node: Any) -> tuple[list[str], int]:
+    """The parts of ``loc`` to show, and how many of them name nothing in the input.
+
+    A discriminated union's tag is not a field, and is dropped; a tag that is also a key
+    of its mapping (a judge of kind ``model`` has a ``model`` field) is read both ways,
+    and the reading that finds more of the location in the input wins.
+    """
+    if not loc:
+        return [], 0
+    part, rest = loc[0], loc[1:]
+    if isinstance(node, dict) and isinstance(part, str):
+        is_tag = part in (node.get("kind"), node.get("provider"))
+        if part in node:
+            out, missed = _walk(rest, node[part])
+            if is_tag:
+                tag_out, tag_missed = _walk(rest, node)
+                if tag_missed < missed:
+                    return tag_out, tag_missed
+            return [part, *out], missed
+        if is_tag:
+            return _walk(rest, node)  # a discriminated union's tag, not a field
+        out, missed = _walk(rest, None)
+        return [part, *out], missed + 1
+    if isinstance(node, dict) and isinstance(part, int):
+        return _walk(rest, node)  # a single mapping given where a list is accepted (e.g. one dgp)
+    if isinstance(node, list) and isinstance(part, int):
+        out, missed = _walk(rest, node[part] if 0 <= part < len(node) else None)
+        return [f"[{part}]", *out], missed
+    if isinstance(part, str) and "[" in part:  # e.g. 'function-after[...]'
+        return _walk(rest, None)
+    out, missed = _walk(rest, None)
+    return [f"[{part}]" if isinstance(part, int) else str(part), *out], missed + 1
 
 
 def format_validation_error(err: ValidationError, data: Any, source: str = "config") -> str:

@@ -75,7 +75,7 @@ class Line:
     y: list[float]
     lo: list[float]
     hi: list[float]
-    verdicts: list[str] = field(default_factory=list)
+    verdicts: list[str | None] = field(default_factory=list)  # None: no verdict, data missing
     labels: list[str] = field(default_factory=list)
 
 
@@ -320,15 +320,19 @@ def plot_ledger(
                     ax.plot(c.x[ok][-1:], c.mean[ok][-1:], "o", color=colors[arm], ms=5)
                 else:
                     joined = len(set(c.x)) == len(c.x)  # a line only where spending moves along the axis
-                    h = ax.errorbar(c.x, c.y, yerr=_yerr(c.y, c.lo, c.hi), color=colors[arm], marker="o", ms=5,
+                    y = _interval(c.y)  # a cell without the data for a quality change: no point
+                    h = ax.errorbar(c.x, y, yerr=_yerr(y, c.lo, c.hi), color=colors[arm], marker="o", ms=5,
                                     lw=1.6, ls="-" if joined else "none", elinewidth=1.4, capsize=2)  # fmt: skip
-                    for x, y, text in zip(c.x, c.y, c.labels):
+                    for x, y, text in zip(c.x, y, c.labels):
+                        if np.isnan(y):
+                            continue
                         ax.annotate(text, (x, y), xytext=(6, 0), textcoords="offset points", fontsize=7.5,
                                     ha="left", va="center", color="#333")  # fmt: skip
                 legend.setdefault(f"{arm} ({point_label})" if point_label and isinstance(c, Line) else arm, h)
             same: dict[float, list[str]] = {}
             for arm, (y, _, _) in free.items():
-                same.setdefault(round(y, 9), []).append(arm)
+                if y is not None and not np.isnan(y):  # no quality change known: no line
+                    same.setdefault(round(y, 9), []).append(arm)
             for y, arms in same.items():
                 h = ax.axhline(y, color=colors[arms[0]], lw=1.4, ls=(0, (5, 3)))
                 legend.setdefault(f"{' = '.join(arms)}: spends nothing", h)
@@ -370,11 +374,12 @@ def plot_phase(
                 shift = (k - (len(lines) - 1) / 2) * 0.035
                 x = np.asarray(ln.x, dtype=float)
                 x = x * 10**shift if xlog else x + shift * 3 * (np.ptp(x) / max(1, len(x) - 1) if len(x) > 1 else 1)
-                ax.errorbar(x, ln.y, yerr=_yerr(ln.y, ln.lo, ln.hi), fmt="none", ecolor=colors[arm], elinewidth=1.1,
+                y = _interval(ln.y)  # a cell without the data for a quality change: a gap in the line
+                ax.errorbar(x, y, yerr=_yerr(y, ln.lo, ln.hi), fmt="none", ecolor=colors[arm], elinewidth=1.1,
                             capsize=2.5, alpha=0.8)  # fmt: skip
-                ax.plot(x, ln.y, color=colors[arm], lw=1.6)
+                ax.plot(x, y, color=colors[arm], lw=1.6)
                 faces = [VERDICT_COLORS.get(v, "white") for v in ln.verdicts]
-                ax.scatter(x, ln.y, s=46, c=faces, edgecolors=colors[arm], linewidths=1.6, zorder=3)
+                ax.scatter(x, y, s=46, c=faces, edgecolors=colors[arm], linewidths=1.6, zorder=3)
             if xlog:
                 ax.set_xscale("log")
             if xticks:
@@ -397,6 +402,9 @@ def plot_phase(
             Line2D([], [], marker="o", ls="", mfc=VERDICT_COLORS[v], mec="#444", ms=7, label=f"verdict: {v}")
             for v in verdicts
         ]
+        if any(v is None and y is not None and not np.isnan(y)  # drawn: a quality change without a verdict
+               for _, lines in panels for ln in lines.values() for v, y in zip(ln.verdicts, ln.y)):
+            handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="#444", ms=7, label="no verdict (data missing)"))
         if len(panels) == 1:
             axes[0, 0].set_title(title)
         else:
@@ -434,8 +442,11 @@ def plot_verdict_map(
         ax.set_xlabel(xlabel)
         ax.set_title(title)
         present = [v for v in order if any(v in row for row in verdicts)]
+        patches = [Patch(color=VERDICT_COLORS[v], label=v, alpha=0.85) for v in present]
+        if any(v is None and n for vs, ns in zip(verdicts, notes) for v, n in zip(vs, ns)):  # an arm that ran
+            patches.append(Patch(facecolor="white", edgecolor="#444", label="no verdict (data missing)"))
         ax.legend(
-            handles=[Patch(color=VERDICT_COLORS[v], label=v, alpha=0.85) for v in present],
+            handles=patches,
             loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, title="verdict",
         )  # fmt: skip
         return _save(fig, path)

@@ -38,7 +38,8 @@ SPEND_UNITS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 VERDICT_RULES = (
     "Verdicts (rules in ouro/verdict.py): *improved* when the 95% CI across seeds of the change in quality "
     "(end − start) lies above 0; *degraded* when it lies below 0; *collapsed* when neither and diversity fell "
-    "by at least half; *stable* otherwise."
+    "by at least half; *stable* otherwise; no verdict (–) when the data to decide are missing (e.g. no valid "
+    "proposals at generation 0)."
 )
 MAX_SMALL_MULTIPLES = 30
 MAX_PANELS = 12
@@ -169,9 +170,29 @@ def _share(value: Any, pair: Sequence[Any]) -> str:
     return f"{value:.2f}" if lo is None or hi is None else f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def verdict_text(arm: dict) -> str:
+    """An arm's verdict, or a dash and what the data lacked to give one."""
+    return arm["verdict"] or f"– ({arm.get('verdict_missing') or 'missing data'})"
+
+
+def _map_note(arm: dict | None) -> str:
+    """What a cell of the verdict map says: the quality change, and when there is none, why."""
+    if arm is None:
+        return ""
+    q = arm["quality"]
+    change = "" if q["delta"] is None else f"{_signed(q['delta'], 2)}\n{_ci2(q['delta_ci'])}"
+    return change if arm["verdict"] else "\n".join(filter(None, [change, "no verdict"]))
+
+
 def _ci2(pair: Sequence[Any]) -> str:
     lo, hi = pair
     return "–" if lo is None or hi is None else f"[{_signed(lo, 2)}, {_signed(hi, 2)}]"
+
+
+def _mean_known(values: Sequence[Any]) -> float:
+    """The mean of the values that are there (not None, not NaN); NaN when none is."""
+    known = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
 
 
 def band_of(series: dict[int, dict[int, float]]):
@@ -312,7 +333,7 @@ def run_blocks(view: RunView, plots_dir: Path) -> list[Block]:
         a = s["arms"][arm_cfg.name]
         q, d = a["quality"], a["diversity"][s["diversity_metric"]]
         rows.append([
-            arm_cfg.name, _verifier_text(arm_cfg), a["verdict"], f"{_f(q['start'])} → {_f(q['end'])}",
+            arm_cfg.name, _verifier_text(arm_cfg), verdict_text(a), f"{_f(q['start'])} → {_f(q['end'])}",
             f"{_signed(q['delta'])} {_ci(q['delta_ci'])}", f"{_f(d['start'])} → {_f(d['end'])}",
             _share(a["precision"], a["precision_ci"]), _f(a["recall"], 2), spend_text(a),
         ])  # fmt: skip
@@ -518,7 +539,7 @@ def sweep_blocks(sweep_dir: Path, plots_dir: Path) -> list[Block]:
                     c = cell_at(combo, x)
                     sa = c.run.summary["arms"].get(a) if c else None
                     row_v.append(sa["verdict"] if sa else None)
-                    row_n.append(f"{_signed(sa['quality']['delta'], 2)}\n{_ci2(sa['quality']['delta_ci'])}" if sa else "")
+                    row_n.append(_map_note(sa))
                 verdicts.append(row_v)
                 notes.append(row_n)
             phase_panels.append((label(dict(zip(others, combo)), others), lines))
@@ -612,7 +633,7 @@ def sweep_blocks(sweep_dir: Path, plots_dir: Path) -> list[Block]:
         for a in c.run.arms:
             sa = c.run.summary["arms"][a]
             q, d = sa["quality"], sa["diversity"][c.run.summary["diversity_metric"]]
-            rows.append([*(value_text(c.values[k]) for k in keys), a, sa["verdict"],
+            rows.append([*(value_text(c.values[k]) for k in keys), a, verdict_text(sa),
                          f"{_signed(q['delta'])} {_ci(q['delta_ci'])}", f"{_f(d['start'])} → {_f(d['end'])}",
                          _f(sa["precision"], 2), spend_text(sa)])  # fmt: skip
     n = len(keys)
@@ -648,11 +669,11 @@ def _sweep_ledger(cells, arms, combos, others, axis, xs, cell_at, label, names, 
                     [s["quality"]["delta_ci"][1] for _, s in pts], labels=[value_text(x) for x, _ in pts],
                 )  # fmt: skip
             elif not any(spent):
-                deltas = [s["quality"] for _, s in pts]
+                deltas = [s["quality"] for _, s in pts]  # cells without a quality change are left out
                 free[a] = (
-                    float(np.mean([d["delta"] for d in deltas])),
-                    float(np.mean([d["delta_ci"][0] for d in deltas])),
-                    float(np.mean([d["delta_ci"][1] for d in deltas])),
+                    _mean_known([d["delta"] for d in deltas]),
+                    _mean_known([d["delta_ci"][0] for d in deltas]),
+                    _mean_known([d["delta_ci"][1] for d in deltas]),
                 )
         panels.append((label(dict(zip(others, combo)), others), curves, free))
     if not any(curves for _, curves, _ in panels):

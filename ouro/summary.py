@@ -30,6 +30,42 @@ def _clean(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def missing_data(metrics: dict, quality_metric: str, diversity_metric: str) -> str:
+    """Why an arm has no verdict: which generation's data are missing, and what it lacked.
+
+    Quality is NaN in a seed's generation with no valid proposal, or with none the oracle
+    could evaluate (code that failed in the sandbox); diversity is NaN only in the first
+    case.
+    """
+    quality, diversity = metrics[quality_metric], metrics.get(diversity_metric, {})
+    if not any(quality.values()):
+        return f"no {quality_metric} recorded"
+    first = min(min(per) for per in quality.values() if per)
+    last = max(max(per) for per in quality.values() if per)
+    where = {min: f"generation {first}", max: f"the last generation ({last})"}
+    ends = (min, max) if last > first else (min,)  # one generation: its start is its end
+
+    def has(series: dict, at) -> bool:
+        """Whether any seed has a value at its first (``min``) or last (``max``) generation."""
+        return any(math.isfinite(per[at(per)]) for per in series.values() if per)
+
+    lacking = [at for at in ends if not has(quality, at)]
+    if lacking:
+        return "; ".join(
+            f"no {'proposals the oracle could evaluate' if has(diversity, at) else 'valid proposals'} at {where[at]}"
+            for at in lacking
+        )
+    start, end = _start_end(quality)
+    if not np.isfinite(end - start).any():
+        return f"no seed has a {quality_metric} at both {where[min]} and {where[max]}"
+    # the quality change decided nothing, and the diversity to tell collapsed from stable is missing
+    return "; ".join(f"no valid proposals at {where[at]}" for at in ends if not has(diversity, at)) or "missing data"
+
+
 def _start_end(series: dict[int, dict[int, float]]) -> tuple[np.ndarray, np.ndarray]:
     seeds = sorted(series)
     start = np.array([series[s][min(series[s])] for s in seeds])
@@ -60,11 +96,12 @@ def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, qua
         if extra in metrics:
             diversity[extra] = _block(metrics[extra])
     d = quality["delta_ci"]
-    lo, hi = (math.nan if x is None else quality_direction * x for x in d)
+    lo, hi = (_nan(x) * quality_direction for x in d)
     verdict = arm_verdict(
+        _nan(quality["delta"]),
         (min(lo, hi), max(lo, hi)) if not (math.isnan(lo) or math.isnan(hi)) else (math.nan, math.nan),
-        diversity[diversity_metric]["start"] or 0.0,
-        diversity[diversity_metric]["end"] or 0.0,
+        _nan(diversity[diversity_metric]["start"]),
+        _nan(diversity[diversity_metric]["end"]),
     )
 
     def total(name: str) -> float:
@@ -75,6 +112,7 @@ def summarize_arm(metrics: dict, quality_metric: str, diversity_metric: str, qua
     recall, rlo, rhi = wilson_ci(int(tp), int(tp + fn))
     out = {
         "verdict": verdict,
+        "verdict_missing": None if verdict else missing_data(metrics, quality_metric, diversity_metric),
         "quality": quality,
         "diversity": diversity,
         "precision": _clean(precision),

@@ -23,7 +23,7 @@ from ouro.cohort import COST_METRICS
 from ouro.sweep import Cell, SweepPlan, cell_dir, value_text
 
 SUMMARY_FIELDS = (
-    "verdict", "seeds", "quality_start", "quality_end", "quality_delta", "quality_delta_lo", "quality_delta_hi",
+    "verdict", "verdict_missing", "seeds", "quality_start", "quality_end", "quality_delta", "quality_delta_lo", "quality_delta_hi",
     "diversity_start", "diversity_end", "precision", "precision_lo", "precision_hi", "recall", "recall_lo",
     "recall_hi", "unscored",
 ) + tuple(f"cost_{k}" for k in COST_METRICS)  # fmt: skip
@@ -39,6 +39,7 @@ def summary_rows(summary: dict) -> list[dict[str, Any]]:
             {
                 "arm": arm,
                 "verdict": a["verdict"],
+                "verdict_missing": a.get("verdict_missing"),
                 "seeds": a["seeds"],
                 "quality_start": q["start"],
                 "quality_end": q["end"],

@@ -62,6 +62,12 @@ def test_invalid_config_is_one_line_naming_the_field(override, expected):
         (["run", "--set", "environment.n=abc"], "environment.n"),
         (["run", "--set", "noequals"], "expected KEY=VALUE"),
         (["resume", "/nonexistent/run"], "not a run directory"),
+        # a base URL the SDK would take for a path (and retry as "transient" at every call)
+        (["run", "configs/openai.yaml", "--set", "researcher.model.base_url=not-a-url"],
+         "configs/openai.yaml: researcher.model.base_url: 'not-a-url' is not an http:// or https:// URL"),
+        # a judge's provider block, under a verifier whose kind is also named `model`
+        (["run", "configs/openai.yaml", "--set", "arms.gpt-judge.verifier.model.base_url=localhost:8000"],
+         "configs/openai.yaml: arms[1].verifier.model.base_url: 'localhost:8000' is not"),
     ],
 )
 def test_cli_reports_bad_input_in_one_line_with_exit_2(args, expected):

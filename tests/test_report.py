@@ -120,3 +120,43 @@ def test_axis_choice_and_rendering():
     assert "| x\\|y | 1 |" in md and "|---|---:|" in md
     html = render_html(blocks, "t", Path("."))
     assert "<em>b</em>" in html and "<code>c</code>" in html and "x|y" in html
+
+
+def test_an_arm_without_a_verdict_reads_as_such_in_the_sweep_tables_report_and_plots(sweep_dir, tmp_path):
+    """One cell's arm `none` as a run whose generation 0 had no valid proposal records it
+    (NaN quality and diversity): every consumer copes, and says there is no verdict and why."""
+    import csv
+    import json
+    import shutil
+
+    from ouro.runner import load_run_config
+    from ouro.summary import summarize
+
+    out = tmp_path / "out"
+    shutil.copytree(sweep_dir, out)
+    cell = next(p for p in sorted((out / "cells").iterdir()) if p.is_dir())
+    lost = {"quality_mean", "quality_best", "entropy", "distinct", "param_spread", "families"}
+    with open(cell / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    for r in rows[1:]:
+        if r[0] == "none" and r[2] == "0" and r[3] in lost:
+            r[4] = "nan"
+    with open(cell / "metrics.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    arm = summarize(cell, load_run_config(cell))["arms"]["none"]
+    assert arm["verdict"] is None and arm["verdict_missing"] == "no valid proposals at generation 0"
+    assert arm["diversity"]["entropy"]["start"] is None
+
+    plan = plan_sweep(sweep_dir.parent / "base.yaml", ["loop.regime=replace,accumulate", "loop.proposals=6,10"])
+    assert run_sweep(plan, out, workers=1).skipped == 4  # every cell done: only the tables are written again
+    with open(out / "sweep_summary.csv", newline="") as f:
+        table = [r for r in csv.DictReader(f) if r["cell"] == cell.name and r["arm"] == "none"]
+    assert [(r["verdict"], r["verdict_missing"], r["diversity_start"]) for r in table] == [
+        ("", "no valid proposals at generation 0", "")
+    ]
+    write_report(out)
+    check_report(out, {"phase.png", "verdicts.png", "ledger.png", "precision.png", "quality.png", "diversity.png"})
+    assert "| none | – (no valid proposals at generation 0) |" in (out / "report.md").read_text()
+    write_report(cell)  # the cell's own report
+    assert "| none | none | – (no valid proposals at generation 0) | – → " in (cell / "report.md").read_text()
+    assert json.loads((cell / "summary.json").read_text())["arms"]["none"]["verdict"] is None

@@ -26,12 +26,33 @@ import importlib.util
 import ssl
 from types import ModuleType
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 import pydantic_core
 
 from .base import ProviderConfigError
 
 Transport = Literal["auto", "aiohttp", "httpx"]
+
+
+def check_base_url(url: str | None) -> str | None:
+    """``base_url`` as given, when it is an absolute http(s) URL with a host; else a
+    ValueError saying what one looks like.
+
+    Checked with the config: the SDKs accept any string, and resolve one without a scheme
+    against itself (``not-a-url`` becomes ``/not-a-url/not-a-url/chat/completions``), so
+    the mistake would otherwise surface only at the first request.
+    """
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host, such as http://127.0.0.1:8000/v1")
+    return url
 
 
 def sdk_http_client(sdk: ModuleType, transport: Transport, concurrency: int, timeout_s: float) -> Any:

@@ -12,9 +12,9 @@ import json
 import os
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from ._http import Endpoint, Transport, check_transport, sdk_http_client
+from ._http import Endpoint, Transport, check_base_url, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -42,6 +42,8 @@ class AnthropicConfig(ProviderConfig):
     api_key_env: str = "ANTHROPIC_API_KEY"
     transport: Transport = "auto"
     """The SDK's HTTP transport: aiohttp when installed ("auto"), or httpx."""
+
+    _base_url = field_validator("base_url")(check_base_url)
 
     def build(self) -> "AnthropicProvider":
         return AnthropicProvider(self)

@@ -26,6 +26,7 @@ import abc
 import asyncio
 import functools
 import re
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -356,7 +357,11 @@ class Provider(abc.ABC):
     def _classify(self, exc: BaseException) -> Failure:
         if isinstance(exc, (asyncio.TimeoutError, MalformedResponse)):
             return "transient"
-        return self.classify(exc)
+        kind = self.classify(exc)
+        # the SDKs call every transport failure a connection error; one that no retry
+        # can cure (a URL the client cannot send to, a TLS handshake that cannot succeed)
+        # is fatal, whatever the SDK's class says
+        return "fatal" if kind == "transient" and permanent_cause(exc) is not None else kind
 
     async def _request(
         self, messages: list[Message], schema: type[BaseModel] | None, tally: _Tally
@@ -518,21 +523,58 @@ def classify_status(status: int | None) -> Failure:
 
 def describe_exception(exc: BaseException) -> str:
     """``HTTP 500 InternalServerError: ...``; for a connection error, its first cause too.
+    Always one line.
 
     The SDKs word every transport failure alike ("Connection error.", and the openai SDK's
     aiohttp transport reports a dropped connection as "Request timed out."); the
     exception they raise it from says what happened (``ServerDisconnectedError: Server
-    disconnected``).
+    disconnected``). A validation error under a :class:`MalformedResponse` is left out:
+    the exception quotes the body, and pydantic's report adds several lines, not news.
     """
     status = getattr(exc, "status_code", None)
-    message = str(exc) or type(exc).__name__
+    message = _message(exc)
     if isinstance(exc, asyncio.TimeoutError):
         message = "timed out"
     text = f"HTTP {status} {type(exc).__name__}: {message}" if status else f"{type(exc).__name__}: {message}"
     root = _root_cause(exc)
-    if status is None and root is not exc and not isinstance(root, asyncio.CancelledError):
-        text += f" ({type(root).__name__}: {str(root) or 'no message'})"
+    if status is None and root is not exc and not isinstance(root, (asyncio.CancelledError, ValidationError)):
+        text += f" ({type(root).__name__}: {_message(root) or 'no message'})"
     return _shorten(text)
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's message; pydantic's, which spans several lines and links to its
+    documentation, as the re-ask states it."""
+    if isinstance(exc, ValidationError):
+        return _describe_validation(exc)
+    return str(exc) or type(exc).__name__
+
+
+_NOT_TLS_FAILURES = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_BAD_URL = frozenset({"InvalidURL", "UnsupportedProtocol"})  # aiohttp's, httpx's (and httpx2's)
+
+
+def permanent_cause(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain that no retry can cure, or None.
+
+    A URL the HTTP client refuses (no scheme, no host), and a TLS handshake that failed
+    on its own terms (a certificate that does not verify, a server that does not speak
+    TLS) fail the same way on every attempt. A TLS connection closed half-way is a
+    dropped connection, and may be retried.
+    """
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError) and not isinstance(e, _NOT_TLS_FAILURES):
+            return e
+        if any(c.__name__ in _BAD_URL for c in type(e).__mro__):
+            return e
+        stack += [e.__cause__, e.__context__]
+    return None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -584,4 +626,6 @@ def _reask(reason: str) -> str:
 
 
 def _shorten(text: str, limit: int = 500) -> str:
+    """One line (a reason ends up in one line of a log), at most ``limit`` characters."""
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

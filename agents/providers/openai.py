@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ._http import Endpoint, Transport, check_transport, sdk_http_client
+from ._http import Endpoint, Transport, check_base_url, check_transport, sdk_http_client
 from .base import (
     Failure,
     MalformedResponse,
@@ -40,6 +40,8 @@ class OpenAIConfig(ProviderConfig):
     """OpenAI strict schema mode; it needs every field required and no extra keys."""
     transport: Transport = "auto"
     """The SDK's HTTP transport: aiohttp when installed ("auto"), or httpx."""
+
+    _base_url = field_validator("base_url")(check_base_url)
 
     def build(self) -> "OpenAIProvider":
         return OpenAIProvider(self)

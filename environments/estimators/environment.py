@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -138,9 +139,12 @@ class EstimatorsEnvironment:
         ``param_spread`` is the mean, over parametric families present, of the standard
         deviation of the hyper-parameter normalized to its range (log range for tuning
         constants): it falls to 0 when every member of a family uses the same value.
+
+        No methods (a generation without one valid proposal) have no diversity: every
+        measure is NaN, not 0, which would read as a collapse.
         """
         if not methods:
-            return {"entropy": 0.0, "distinct": 0.0, "param_spread": 0.0, "families": 0.0}
+            return dict.fromkeys(("entropy", "distinct", "param_spread", "families"), math.nan)
         # a code method is its own category, by normalized AST: programs that differ only in
         # layout and comments count as one
         categories = [m.family if m.family in FAMILIES else method_key(m) for m in methods]

@@ -136,3 +136,16 @@ def test_aiohttp_asked_of_an_sdk_without_it_fails_at_construction() -> None:
 def test_a_temperature_that_is_not_json_is_refused_in_the_config(provider: str, value: float) -> None:
     with pytest.raises(ValidationError, match="finite number"):
         provider_config({"provider": provider, "model": "m", "temperature": value})
+
+
+@pytest.mark.parametrize("provider", ["openai", "vllm", "anthropic"])
+@pytest.mark.parametrize("url", ["not-a-url", "localhost:8000/v1", "ftp://host/v1", "http:///v1", "http://host:port/v1"])
+def test_a_base_url_that_is_no_http_url_is_refused_in_the_config(provider: str, url: str) -> None:
+    with pytest.raises(ValidationError, match=r"base_url\n.*(is not an http:// or https:// URL|is not a URL)"):
+        provider_config({"provider": provider, "model": "m", "base_url": url})
+
+
+@pytest.mark.parametrize("provider", ["openai", "vllm", "anthropic"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.example.com", "http://[::1]:8000/v1"])
+def test_an_http_base_url_is_kept_as_given(provider: str, url: str) -> None:
+    assert provider_config({"provider": provider, "model": "m", "base_url": url}).base_url == url

@@ -175,3 +175,48 @@ def test_stall_is_cut_at_the_attempt_timeout() -> None:
     assert result.error.startswith("transient error (")
     assert result.error.endswith("giving up after 2 attempts")
     assert result.cost.calls == 2 and elapsed < 2.5  # two 0.2 s timeouts, not two 5 s stalls
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_garbled_reply_is_named_in_one_line(flavour: str, transport: str) -> None:
+    """A 200 whose body is an HTML page: the reason quotes the body, on one line, and
+    carries none of pydantic's multi-line report (nor its link to its documentation)."""
+    with SERVER_FOR[flavour](["garbled"] * 2) as server:
+        result = ask(flavour, server, max_attempts=2, transport=transport)
+    assert result.error.startswith("transient error (MalformedResponse: not a ")
+    assert "502 Bad Gateway" in result.error
+    assert result.error.endswith("giving up after 2 attempts")
+    assert "\n" not in result.error and "pydantic" not in result.error and "validation error" not in result.error
+    assert server.requests == 2
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_tls_to_a_plain_http_server_is_fatal_at_once(flavour: str, transport: str) -> None:
+    """``https://`` to a server that speaks plain HTTP (a local vLLM, say) fails the same
+    way on every attempt: the SDKs call it a connection error (openai over aiohttp, a
+    timeout), and it is not retried."""
+    with SERVER_FOR[flavour]() as server:
+        url = server.sdk_base_url.replace("http://", "https://")
+        result = ask(flavour, server, base_url=url, transport=transport)
+    assert result.error.startswith("fatal error, not retried: ")
+    assert "WRONG_VERSION_NUMBER" in result.error and "\n" not in result.error
+    assert (result.cost.calls, result.cost.retries) == (1, 0)
+    assert server.requests == 0  # the server never read a request it could answer
+
+
+@pytest.mark.parametrize("flavour", ["openai", "anthropic"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_url_the_client_cannot_send_to_is_fatal_at_once(flavour: str, transport: str) -> None:
+    """A base URL without a scheme is refused by the config (tests/test_config.py); one
+    that gets past it anyway (a config built without validation) still fails at once,
+    not after five "transient" attempts."""
+    from ouro.agents.providers import PROVIDERS
+
+    config = PROVIDERS[flavour].model_construct(
+        provider=flavour, model="fake-model", base_url="not-a-url", transport=transport, backoff_initial_s=0.01
+    )
+    result = run_closed(config.build(), "structured", MESSAGES, Method)
+    assert result.error.startswith("fatal error, not retried: ")
+    assert (result.cost.calls, result.cost.retries) == (1, 0)
