@@ -92,25 +92,30 @@ def test_no_methods_have_nan_diversity_not_0():
 
 
 def test_a_run_whose_generation_0_failed_has_no_verdict_anywhere(tmp_path: Path):
-    """The model answers generation 0 with an HTML page (every call), so the run stops;
-    resumed once the server answers, generation 1 is valid. Start quality and diversity
-    are missing, not 0, and every output says there is no verdict, and why."""
-    out = tmp_path / "run"
-    with FakeOpenAI(["garbled"] * 4, models=["Qwen/Qwen2.5-7B-Instruct"], responder=ModelAnswers()) as server:
-        args = [
-            "--set", f"researcher.model.base_url={server.sdk_base_url}",
-            "--set", "researcher.model.max_attempts=1",
-            "--set", "seeds=2", "--set", "loop.generations=2", "--set", "loop.proposals=2",
-            "--set", "arms=[{name: none, verifier: {kind: none}}]",
-        ]  # fmt: skip
-        first = ouro("run", "configs/vllm-local.yaml", "--out", str(out), "--quiet", *args)
-        assert first.returncode == 0, first.stderr
-        resumed = ouro("resume", str(out), "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
+    """The model answers generation 0 with an HTML page (every call). With the default
+    failure share the arm stops there, in one line (resume would redo it); with a share of
+    1 the generation is kept, all invalid, and generation 1 is valid. Start quality and
+    diversity are then missing, not 0, and every output says there is no verdict, and why."""
+    args = [
+        "--set", "researcher.model.max_attempts=1",
+        "--set", "seeds=2", "--set", "loop.generations=2", "--set", "loop.proposals=2",
+        "--set", "arms=[{name: none, verifier: {kind: none}}]",
+    ]  # fmt: skip
+    model = "Qwen/Qwen2.5-7B-Instruct"
+    with FakeOpenAI(["garbled"] * 4, models=[model], responder=ModelAnswers()) as server:
+        url = ["--set", f"researcher.model.base_url={server.sdk_base_url}"]
+        stopping = ouro("run", "configs/vllm-local.yaml", "--out", str(tmp_path / "stops"), "--quiet", *url, *args)
+    assert stopping.returncode == 4, stopping.stderr
     # the stop names the garbled reply in one line, without pydantic's report
-    (stopped,) = [line for line in first.stderr.splitlines() if "stopped:" in line]
+    (stopped,) = [line for line in stopping.stderr.splitlines() if "stopped:" in line]
     assert "502 Bad Gateway" in stopped and "ouro resume" in stopped
-    assert "pydantic" not in first.stderr and "validation error" not in first.stderr
+    assert "pydantic" not in stopping.stderr and "validation error" not in stopping.stderr
+
+    out = tmp_path / "run"
+    with FakeOpenAI(["garbled"] * 4, models=[model], responder=ModelAnswers()) as server:
+        url = ["--set", f"researcher.model.base_url={server.sdk_base_url}", "--set", "researcher.max_failed_share=1.0"]
+        kept = ouro("run", "configs/vllm-local.yaml", "--out", str(out), "--quiet", *url, *args)
+    assert kept.returncode == 0, kept.stderr
 
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     entropy = {(r["seed"], r["generation"]): float(r["value"]) for r in rows if r["metric"] == "entropy"}
@@ -121,7 +126,7 @@ def test_a_run_whose_generation_0_failed_has_no_verdict_anywhere(tmp_path: Path)
     assert arm["verdict"] is None and arm["verdict_missing"] == "no valid proposals at generation 0"
     assert arm["quality"]["start"] is None and arm["quality"]["end"] > 0
     assert arm["diversity"]["entropy"]["start"] is None and arm["diversity"]["entropy"]["end"] > 0
-    table = " ".join(resumed.stdout.split())
+    table = " ".join(kept.stdout.split())
     assert "no verdict for none: no valid proposals at generation 0" in table
     assert "stable" not in table and "0 →" not in table
     report = (out / "report.md").read_text()
