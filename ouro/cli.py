@@ -3,25 +3,77 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer vendors click from 0.25 on
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_errors
 
 from ouro.config import ConfigError, load_config
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__)
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+# Neither console reads markup: what is printed is text (a message may hold `[ray]`, a
+# path `[x]`); styles are given as Text styles, never as tags inside a string.
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+def _say(label: str, style: str, message: str) -> None:
+    """One message line on stderr: a styled label, then the text as it is (soft wrap: a
+    command in it stays on one line, to be copied)."""
+    err_console.print(Text.assemble((label, style), " ", message) if label else message, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _say("error:", "bold red", message)
     raise typer.Exit(code)
+
+
+_NO_ARGS_IS_HELP = getattr(_click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, an unknown option, a missing argument) as one
+    line naming the option, exit status 2, like every other invalid input."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except _NO_ARGS_IS_HELP:
+        raise  # `ouro` alone prints the help
+    except _click_errors.UsageError as e:
+        param = getattr(e, "param", None)
+        if isinstance(e, _click_errors.BadParameter) and e.message and getattr(param, "param_type_name", "") == "option":
+            message = f"{max(param.opts, key=len)}: {e.message}"
+        else:
+            message = " ".join(e.format_message().split())
+        _fail(f"{message} (see {e.ctx.command_path if e.ctx else 'ouro'} --help)")
+
+
+app = typer.Typer(
+    cls=_OneLineErrors, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__
+)
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -69,7 +121,7 @@ def summary_table(summary: dict) -> Table:
         extra = [_spent(a.get("ledger", {}).get("researcher", {}))] if proposing else []
         table.add_row(
             name,
-            f"[{colors.get(a['verdict'], 'white')}]{a['verdict']}[/]" if a["verdict"] else "–",
+            Text(a["verdict"], style=colors.get(a["verdict"], "white")) if a["verdict"] else "–",
             f"{_fmt(qa['start'])} → {_fmt(qa['end'])}",
             f"{_fmt(qa['delta'])} {_ci(qa['delta_ci'])}",
             f"{_fmt(da['start'])} → {_fmt(da['end'])}",
@@ -122,6 +174,70 @@ def _print_summary(summary: dict) -> None:
     audits = audit_table(summary)
     if audits is not None:
         console.print(audits)
+
+
+def _make_dirs(path: Path, label: str) -> list[Path]:
+    """Create the directory ``path`` and its missing parents; returns those it made,
+    outermost first. A path that cannot be a directory (a file, a path under a file, a
+    place that cannot be written) is a one-line ConfigError starting with ``label``."""
+    missing, p = [], path
+    try:
+        while not p.exists():
+            missing.append(p)
+            if p.parent == p:
+                break
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{label}: {'it' if p == path else p} is a file, not a directory")
+    except OSError as e:
+        raise ConfigError(f"{label}: cannot reach {p}: {e.strerror}") from None
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except OSError as e:
+            _remove_made(made)
+            raise ConfigError(f"{label}: cannot create {'it' if d == path else d}: {e.strerror}") from None
+        made.append(d)
+    return made
+
+
+def _remove_made(made: list[Path]) -> None:
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)
+
+
+@contextmanager
+def _new_directory(path: Path, label: str) -> Iterator[None]:
+    """Make ``path`` a directory for the block; if the block fails, remove what was made
+    here (an error never leaves a partial run directory behind). An OSError in the block
+    (a directory that cannot be written) is a one-line ConfigError starting with ``label``."""
+    made = _make_dirs(path, label)
+    try:
+        yield
+    except OSError as e:
+        _remove_made(made)
+        raise ConfigError(f"{label}: cannot write in it: {e.strerror or e}") from None
+    except BaseException:
+        _remove_made(made)
+        raise
+
+
+def _require_run_dir(path: Path, command: str) -> None:
+    """A one-line ConfigError saying what ``path`` is when it is no run directory, with
+    the command that works on it."""
+    from ouro.sweep import is_sweep_dir
+
+    if not path.exists():
+        raise ConfigError(f"{path}: not a run directory: it does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a run directory: it is a file")
+    if is_sweep_dir(path):
+        if command == "resume":
+            raise ConfigError(f"{path}: a sweep directory, not a run: run the `ouro sweep` command that made it again")
+        raise ConfigError(f"{path}: a sweep directory, not a run: its tables and report come from `ouro report {path}`")
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path}: not a run directory (no config.yaml)")
 
 
 EXIT_PAUSED = 3  # a person quit, or their answers ran out; everything answered is saved
@@ -193,7 +309,7 @@ def _execute(run_dir: Path, workers: int, quiet: bool, report: bool = True) -> N
             reasons.setdefault(o.stopped, []).append(f"{o.arm} ({where})")
     for reason, arms in reasons.items():
         label = "arm" if len(arms) == 1 else "arms"
-        err_console.print(f"{label} {', '.join(arms)} stopped: {reason}", highlight=False, soft_wrap=True)
+        _say("", "", f"{label} {', '.join(arms)} stopped: {reason}")
     summary = summarize(run_dir, config)
     _print_summary(summary)
     console.print(f"run directory: {run_dir}")
@@ -208,7 +324,7 @@ def _preflight(config) -> None:
     from ouro.preflight import preflight
 
     for warning in preflight(config):
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        _say("warning:", "bold yellow", warning)
 
 
 @app.command()
@@ -228,7 +344,9 @@ def run(
         _preflight(cfg)
         _require_answers(human_arms(cfg))
         run_dir = out if out is not None else default_run_dir(cfg)
-        prepare_run_dir(cfg, run_dir)
+        label = f"--out {run_dir}" if out is not None else f"run directory {run_dir}"
+        with _new_directory(run_dir, label):
+            prepare_run_dir(cfg, run_dir)
         _execute(run_dir, workers or cfg.workers, quiet, report=not no_report)
     except ConfigError as e:
         _fail(str(e))
@@ -249,6 +367,7 @@ def resume(
     from ouro.runner import load_run_config
 
     try:
+        _require_run_dir(run_dir, "resume")
         cfg = load_run_config(run_dir)
         if set_:
             cfg = amend_saved_config(run_dir / "config.yaml", set_)
@@ -261,6 +380,10 @@ def resume(
 @app.command()
 def show(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     """Print a finished run's summary table again."""
+    try:
+        _require_run_dir(run_dir, "show")
+    except ConfigError as e:
+        _fail(str(e))
     path = run_dir / "summary.json"
     if not path.is_file():
         _fail(f"{run_dir}: no summary.json (is the run finished? `ouro resume {run_dir}` completes it)")
@@ -309,14 +432,17 @@ def sweep(
     no_report: bool = typer.Option(False, "--no-report", help="skip plots, report.md and report.html"),
 ) -> None:
     """Run an experiment over a grid of settings; the same command again resumes it."""
-    from ouro.sweep import plan_sweep, run_sweep
+    from ouro.sweep import check_options, plan_sweep, run_sweep
     from ouro.sweep_progress import RichObserver
 
-    try:
+    try:  # everything is checked before anything is printed or made
         plan = plan_sweep(config, grid, set_, seeds)
-        sweep_dir = out if out is not None else plan.default_dir()
         n_workers = workers if workers is not None else int(plan.base.get("workers", 1))
-        err_console.print(f"sweep directory: {sweep_dir} ({len(plan.cells)} cells, backend {backend})", highlight=False)
+        check_options(backend, n_workers, address, retries)
+        sweep_dir = out if out is not None else plan.default_dir()
+        label = f"--out {sweep_dir}" if out is not None else f"sweep directory {sweep_dir}"
+        _make_dirs(sweep_dir, label)
+        err_console.print(f"sweep directory: {sweep_dir} ({len(plan.cells)} cells, backend {backend})")
         try:
             with RichObserver(err_console, quiet) as observer:
                 result = run_sweep(plan, sweep_dir, backend, n_workers, address, retries, observer)
@@ -334,7 +460,7 @@ def sweep(
         _fail(str(e))
     if result.failures:
         for slug, reason in result.failures.items():
-            err_console.print(f"failed: {slug}: {reason}", highlight=False, soft_wrap=True)
+            _say("failed:", "", f"{slug}: {reason}")
         err_console.print("run the same command again to retry the failed cells")
         raise typer.Exit(1)
 
@@ -343,6 +469,8 @@ def sweep(
 def report(path: Path = typer.Argument(..., help="a run or sweep directory")) -> None:
     """Write plots, report.md and a self-contained report.html for a run or a sweep."""
     try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: is a file, not a run or sweep directory")
         _report(path)
     except ConfigError as e:
         _fail(str(e))

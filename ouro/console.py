@@ -161,7 +161,7 @@ def render_evidence(batch: Batch, index: int) -> RenderableType | None:
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     for col in ("evidence", "verdict", "score", "why"):
         table.add_column(col, overflow="fold")
-    verdict = {True: "[green]accept[/]", False: "[red]reject[/]", None: "[yellow]unscored[/]"}
+    verdict = {True: Text("accept", style="green"), False: Text("reject", style="red"), None: Text("unscored", style="yellow")}
     for e in evidence:
         table.add_row(e.source, verdict[e.accept], "–" if e.score is None else f"{e.score:.3g}", Text(e.rationale))
     return table
@@ -248,7 +248,7 @@ class HumanConsole:
                 try:
                     parsed = parse_answer(self._read(), batch.threshold, can_keep=answers[i] is not None)
                 except AnswerError as e:
-                    self.console.print(f"[yellow]{e}[/]", highlight=False)
+                    self.console.print(Text(str(e), style="yellow"))
                     continue
                 if parsed.action == "help":
                     self.console.print(HELP.format(threshold=batch.threshold), highlight=False, markup=False)
@@ -259,7 +259,7 @@ class HumanConsole:
                     raise HumanPause("quit")
                 elif parsed.action == "back":
                     if i == 0:
-                        self.console.print("[yellow]this is the first proposal of the batch: there is nothing to go back to[/]")
+                        self.console.print(Text("this is the first proposal of the batch: there is nothing to go back to", style="yellow"))
                         continue
                     unsaved[i] += self.clock() - start
                     i -= 1
@@ -285,8 +285,9 @@ class HumanConsole:
         if self.asked > asked_before:
             counts = {d: sum(a.decision == d for a in done) for d in ("accept", "reject", "skip")}
             self.console.print(
-                f"[dim]batch {batch.id} done: {counts['accept']} accepted, {counts['reject']} rejected, "
-                f"{counts['skip']} skipped[/]",
-                highlight=False,
+                Text(
+                    f"batch {batch.id} done: {counts['accept']} accepted, {counts['reject']} rejected, {counts['skip']} skipped",
+                    style="dim",
+                )
             )
         return Reply(batch=batch.id, answers=done)

@@ -13,29 +13,41 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ouro.config import ConfigError, apply_override, format_validation_error
+from ouro.config import (
+    ConfigError,
+    DuplicateKeyError,
+    apply_override,
+    format_validation_error,
+    load_yaml_text,
+    parse_yaml,
+    read_text,
+    reject_coerced_bools,
+)
 from ouro.environments import ENVIRONMENTS
 from ouro.verifiers import JudgeContext
 from ouro.verifiers.montecarlo import MonteCarloVerifierConfig
 
 
 def read_method(path: Path, env) -> object:
-    if not path.is_file():
-        raise ConfigError(f"method file not found: {path}")
-    text = path.read_text()
+    text = read_text(path, "method file")
     if path.suffix == ".py":
         spec = {"family": "code", "source": text, "name": path.stem}
     else:
         try:
-            spec = yaml.safe_load(text)
+            spec = load_yaml_text(text)
+        except DuplicateKeyError:
+            parse_yaml(text, str(path))  # raises, naming the key
         except yaml.YAMLError:
             raise ConfigError(f"{path}: neither Python (.py) nor a valid JSON/YAML method spec") from None
     try:
-        return env.parse_method(spec)
+        method = env.parse_method(spec)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, spec, source=str(path))) from None
+    if isinstance(method, BaseModel):
+        reject_coerced_bools(spec, method, source=str(path))
+    return method
 
 
 def method_environments() -> list[str]:
@@ -53,9 +65,11 @@ def build_environment(kind: str, overrides: list[str]):
     for assignment in overrides:
         apply_override(data, assignment.removeprefix("environment."))
     try:
-        return ENVIRONMENTS[kind].model_validate(data).build()
+        config = ENVIRONMENTS[kind].model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, data, source="environment")) from None
+    reject_coerced_bools(data, config, source="environment")
+    return config.build()
 
 
 def evaluate_method(env, method, replications: int, alpha: float, seed: int = 0) -> dict:

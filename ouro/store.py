@@ -23,8 +23,9 @@ Layout (see the README):
     checkpoints.sqlite   LangGraph's checkpoints (where each arm's graph stands)
     metrics.csv, verdicts.jsonl, timings.csv, summary.json
                          assembled from the generation records when arms finish;
-                         timings.csv (wall seconds per stage) is the one output that
-                         differs between two runs of the same config
+                         two runs of the same config differ only in wall seconds:
+                         timings.csv, summary.json's costs, and the verdicts of
+                         model calls
 """
 
 from __future__ import annotations

@@ -482,6 +482,22 @@ def _warm_up(cells: list[Cell]) -> None:
             env.warm_up()
 
 
+def check_options(backend: str, workers: int, address: str | None = None, retries: int = 0) -> None:
+    """The sweep's own options, checked before anything is made: a one-line ConfigError."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: unknown backend {backend!r} (choose one of: {', '.join(BACKENDS)})")
+    if address and backend != "ray":
+        raise ConfigError("--address: only the ray backend connects to a cluster (add --backend ray)")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, not {workers}")
+    if retries < 0:
+        raise ConfigError(f"--retries: must be >= 0, not {retries}")
+    if backend == "ray":
+        from ouro.sweep_ray import require_ray
+
+        require_ray()
+
+
 def run_sweep(
     plan: SweepPlan,
     sweep_dir: Path,
@@ -494,19 +510,11 @@ def run_sweep(
     """Run every unfinished cell of the plan, then write the sweep's tables."""
     from ouro.sweep_tables import write_tables
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: unknown backend {backend!r} (choose one of: {', '.join(BACKENDS)})")
-    if address and backend != "ray":
-        raise ConfigError("--address: only the ray backend connects to a cluster")
-    if workers < 1:
-        raise ConfigError("--workers: must be >= 1")
-    if retries < 0:
-        raise ConfigError("--retries: must be >= 0")
+    check_options(backend, workers, address, retries)
     run_backend: Callable[..., None] = run_local
     if backend == "ray":
-        from ouro.sweep_ray import require_ray, run_ray
+        from ouro.sweep_ray import run_ray
 
-        require_ray()
         run_backend = functools.partial(run_ray, address=address)
 
     observer = observer or Observer()

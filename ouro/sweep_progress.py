@@ -88,7 +88,7 @@ class RichObserver(Observer):
         self.bar.status = Text(text, no_wrap=True, overflow="ellipsis", style="dim")
 
     def retry(self, slug: str, attempt: int, reason: str) -> None:
-        self.bar.console.print(f"[yellow]cell {slug}: attempt {attempt} failed ({reason}); retrying[/]", highlight=False)
+        self.bar.console.print(Text(f"cell {slug}: attempt {attempt} failed ({reason}); retrying", style="yellow"))
 
     def failed(self, slug: str, reason: str) -> None:
-        self.bar.console.print(f"[red]cell {slug} failed:[/] {reason}", highlight=False)
+        self.bar.console.print(Text.assemble((f"cell {slug} failed:", "red"), " ", reason))

@@ -92,5 +92,5 @@ def test_a_researcher_missing_its_extra_is_refused_in_one_line_before_anything_r
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: researcher: researcher 'local-lm' needs the train extra")
-    assert "missing: ouro_missing_module_for_a_test" in lines[0]
+    assert "missing: ouro_missing_module_for_a_test" in lines[0] and "pip install 'ouro[train]'" in lines[0]
     assert not out.exists()
