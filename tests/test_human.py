@@ -13,6 +13,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -157,6 +158,9 @@ def run_in_pty(args: list[str], answers: list[str], timeout: float = 120) -> tup
     if pid == 0:  # the child: ouro with the terminal as its standard streams
         os.environ.update(COLUMNS="120", LINES="50", TERM="xterm-256color")
         os.chdir(ROOT)
+        # a terminal's Ctrl-C must reach it even where the tests run with SIGINT ignored
+        # (a background job of a shell without job control), which exec would pass on
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "ouro.cli", *args])
     output, typed, deadline = b"", 0, time.monotonic() + timeout
     while time.monotonic() < deadline:

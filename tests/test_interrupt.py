@@ -42,8 +42,15 @@ def start_run(server, run_dir: Path, workers: int, generations: int = 40) -> sub
         args += ["--set", o]
     args += ["--out", str(run_dir), "--workers", str(workers)]
     return subprocess.Popen(
-        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=sigint_default,
     )
+
+
+def sigint_default() -> None:
+    """SIGINT as a terminal's process has it, even where these tests run with it ignored
+    (a background job of a shell without job control), which exec would pass on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_requests(server, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
