@@ -160,13 +160,21 @@ def forget_invalid(path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         return
-    out = []
+    entries = []
     for line in path.read_bytes().splitlines():
         try:
-            entry = from_json(line)
+            entries.append(from_json(line))
         except ValueError:
             continue
-        if entry.get("outcome") == INVALID:
+    # An answer's line carries the cost of every earlier failed try at its call (see
+    # ``Provider._journaled``): it replaces those lines, or a later reading would add the
+    # earlier tries up twice.
+    asked_again = {e["key"] for e in entries if e.get("outcome") == INVALID}
+    out = []
+    for entry in entries:
+        if entry["key"] in asked_again:
+            if entry.get("outcome") != INVALID:
+                continue
             entry = {**entry, "outcome": FAILED}
         out.append(to_json(entry) + b"\n")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -76,12 +76,15 @@ def run_arm(run_dir: str, arm: str, answer: Answerer | None = None) -> ArmOutcom
     finished = set(store.finished_generations())
     first_open = next((g for g in range(generations) if g not in finished), generations)
     stopped = store.read_record(first_open - 1).get("stopped") if first_open > 0 else None
+    # before any record is set aside: what the generation to redo spent counts
+    over_budget = budget_stop(run_dir_p, [a.name for a in config.arms], config.cost_limit_usd)
     if redone_on_resume(stopped):
+        if over_budget:
+            return ArmOutcome(arm, first_open, over_budget)  # redone once the limit is raised
         if stopped.startswith(INVALID_STOP):  # the model (or its server) was fixed: ask it again
             forget_invalid(store.calls_path(first_open - 1))
         store.supersede(first_open - 1)
         first_open, stopped = first_open - 1, None
-    over_budget = budget_stop(run_dir_p, [a.name for a in config.arms], config.cost_limit_usd)
     cohort = build_cohort(config, arm, run_dir_p)
     try:
         with sqlite_checkpointer(rd.checkpoints) as saver:
@@ -122,10 +125,16 @@ def human_arms(config) -> list[str]:
     return [a.name for a in config.arms if a.verifier.asks_human]
 
 
+def arm_complete(run_dir: Path, arm: str, generations: int) -> bool:
+    """Whether the arm has nothing left to run: its last generation is recorded, and not
+    as a stop that ``ouro resume`` redoes (failed calls, or no output that validated)."""
+    store = RunDir(run_dir).arm(arm)
+    return store.has_record(generations - 1) and not redone_on_resume(store.read_record(generations - 1).get("stopped"))
+
+
 def unfinished_human_arms(run_dir: Path, config) -> list[str]:
-    """Arms that will ask a person something: those whose last generation is not recorded."""
-    last = config.loop.generations - 1
-    return [a for a in human_arms(config) if not RunDir(run_dir).arm(a).has_record(last)]
+    """Arms that will ask a person something: those with generations left to run."""
+    return [a for a in human_arms(config) if not arm_complete(run_dir, a, config.loop.generations)]
 
 
 def default_run_dir(config, root: Path = Path("runs")) -> Path:

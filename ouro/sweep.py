@@ -47,7 +47,7 @@ import yaml
 
 from ouro.config import ConfigError, apply_override, dump_config, read_yaml, validate
 from ouro.interrupt import die_with_parent
-from ouro.runner import human_arms
+from ouro.runner import arm_complete, human_arms
 from ouro.store import RunDir, atomic_write_text
 
 BACKENDS = ("local", "ray")
@@ -232,13 +232,13 @@ def cell_dir(sweep_dir: Path, slug: str) -> Path:
 
 
 def is_finished(run_dir: Path, arms: tuple[str, ...] | list[str], generations: int) -> bool:
-    """A run is finished when summary.json exists and every arm recorded its last generation.
+    """A run is finished when summary.json exists and every arm is complete: its last
+    generation recorded, and not as a stop that resume redoes (``runner.arm_complete``).
 
     An arm that stopped early has no last record; its run counts as unfinished and is
-    re-entered, which costs nothing: its graph has already ended.
+    re-entered, which costs nothing unless resume has work to redo.
     """
-    rd = RunDir(run_dir)
-    return (rd.path / "summary.json").is_file() and all(rd.arm(a).has_record(generations - 1) for a in arms)
+    return (Path(run_dir) / "summary.json").is_file() and all(arm_complete(run_dir, a, generations) for a in arms)
 
 
 @contextmanager

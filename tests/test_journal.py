@@ -298,3 +298,62 @@ def test_a_share_of_invalid_output_is_measured_and_does_not_stop_the_run(tmp_pat
     assert len(list((out / "arms" / "none").glob("gen-*.jsonl"))) == 2
     sums = _metric_sums(out)
     assert sums["invalid"] == 2 and sums["researcher_failed"] == 2
+
+
+def test_a_call_asked_again_after_invalid_output_counts_each_earlier_try_once(tmp_path: Path):
+    """An answer's line carries the cost of the failed tries before it. When invalid
+    answers are to be asked again (``forget_invalid``, a generation redone after nothing
+    validated), that line replaces the earlier failures of its call, once per redo."""
+    from ouro.journal import INVALID, FAILED, forget_invalid
+    from ouro.types import Cost
+
+    path = tmp_path / "calls.jsonl"
+    dollar = Cost(calls=1, usd=1.0)
+
+    def earlier() -> Cost | None:
+        journal = CallJournal(path)  # as a resumed process reads it
+        try:
+            return journal._claim("verify/s0", "request").earlier_failures()
+        finally:
+            journal.close()
+
+    journal = CallJournal(path)
+    slot = journal._claim("verify/s0", "request")
+    slot.save(FAILED, dollar)  # a try that failed for good (and the process was killed)
+    slot.save(INVALID, dollar + dollar)  # the next try: invalid output, carrying both tries
+    journal.close()
+    forget_invalid(path)
+    assert earlier() == dollar + dollar  # two tries so far, not three
+
+    journal = CallJournal(path)
+    slot = journal._claim("verify/s0", "request")
+    slot.save(INVALID, dollar + slot.earlier_failures())  # the redo's try: invalid again
+    journal.close()
+    forget_invalid(path)  # redone a second time
+    assert earlier() == dollar + dollar + dollar
+
+
+def test_a_human_arm_stopped_for_failed_calls_is_redone_with_its_questions_asked(tmp_path: Path):
+    """Resume must know that a human arm whose last generation stopped for failed calls
+    will ask questions again, and give it the console."""
+    from ouro.sweep import is_finished
+
+    from .conftest import ouro as ouro_process
+
+    out = tmp_path / "run"
+    with FakeOpenAI(["500"] * 2, models=MODELS, responder=ModelAnswers()) as server:
+        args = [
+            "--quiet", "--no-report",
+            "--set", f"researcher.model.base_url={server.sdk_base_url}",
+            "--set", "researcher.model.max_attempts=1", "--set", "researcher.feedback_rounds=0",
+            "--set", "seeds=1", "--set", "loop.generations=1", "--set", "loop.proposals=2",
+            "--set", "arms=[{name: person, verifier: {kind: human}}]",
+        ]  # fmt: skip
+        first = ouro_process("run", "configs/vllm-local.yaml", "--out", str(out), *args, input="")
+        assert first.returncode == 4, first.stderr  # the researcher's calls failed: nobody was asked
+        assert not is_finished(out, ["person"], 1)  # a sweep re-entering this cell redoes it too
+        resumed = ouro_process("resume", str(out), "--quiet", "--no-report", input="a\na\n")
+    assert resumed.returncode == 0, resumed.stderr
+    assert is_finished(out, ["person"], 1)
+    lines = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
+    assert [v["accept"] for v in lines] == [True, True]
