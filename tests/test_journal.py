@@ -357,3 +357,25 @@ def test_a_human_arm_stopped_for_failed_calls_is_redone_with_its_questions_asked
     assert is_finished(out, ["person"], 1)
     lines = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
     assert [v["accept"] for v in lines] == [True, True]
+
+
+def test_a_generation_to_redo_waits_while_the_run_is_over_its_cost_limit(tmp_path: Path):
+    """What the stopped generation spent counts towards the limit: over it, resume redoes
+    nothing (and asks nothing) until the limit is raised."""
+    out = tmp_path / "run"
+    shape = ["--set", "seeds=1", "--set", "loop.generations=1", "--set", "loop.proposals=4"]
+    shape += ["--set", "researcher.feedback_rounds=0", "--set", "researcher.model.max_attempts=1"]
+    shape += ["--set", "cost_limit_usd=1e-9"]
+    with FakeOpenAI(["ok", "500", "500", "500"], models=MODELS, responder=AnswersByRequest()) as server:
+        args = openai_args(server, *shape, "--set", judge_only(server, max_attempts=1))
+        assert ouro("run", "configs/openai.yaml", "--out", str(out), *args).returncode == 4
+        assert server.requests == 5
+
+        held = ouro("resume", str(out), "--quiet", "--no-report")
+        assert held.returncode == 4 and "cost limit reached" in held.stderr
+        assert server.requests == 5  # nothing asked, nothing set aside
+        assert not (out / "arms" / "gpt-judge" / "superseded").exists()
+
+        raised = ouro("resume", str(out), "--quiet", "--no-report", "--set", "cost_limit_usd=100")
+        assert raised.returncode == 0, raised.stderr
+        assert server.requests == 8  # now the 3 failed calls are asked again
